@@ -1,0 +1,275 @@
+"""`hera-migrate`: the command-line contract of DESIGN.md §4.
+
+Every verb exists; the ones a later issue builds exit 2 with "not implemented yet". Errors the harness raises
+on purpose (runner.errors.HarnessError) print one clear message and exit with their documented code; anything
+else is a bug and exits 3 with the traceback shown under -v.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from runner import __version__
+from runner.errors import EXIT_RUNTIME, EXIT_USAGE, HarnessError, NotImplementedYet
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SIZES = ("small", "medium", "enterprise")
+
+
+@dataclass
+class Options:
+    dsn: str | None
+    verbose: int
+
+
+def _options(ctx: click.Context) -> Options:
+    opts = ctx.find_object(Options)
+    assert opts is not None
+    return opts
+
+
+def org_option(f: F) -> F:
+    return click.option("--org", "orgs", multiple=True, metavar="ID",
+                        help="Limit to this organisation id (repeatable).")(f)
+
+
+def _not_yet(verb: str) -> NoReturn:
+    raise NotImplementedYet(verb)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--dsn", envvar="HERA_DSN", default=None, metavar="DSN",
+              help="PostgreSQL to use (else $HERA_DSN, else an embedded server started for the command).")
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug logs and tracebacks).")
+@click.version_option(__version__, prog_name="hera-migrate")
+@click.pass_context
+def cli(ctx: click.Context, dsn: str | None, verbose: int) -> None:
+    """Migrate a HERA Finance DNA v1 ledger to v2 and prove the result.
+
+    Exit codes: 0 done, no critical check failed; 1 a critical check failed or a critical alert fired;
+    2 usage or spec error, nothing executed; 3 runtime failure (committed work is safe; run --resume continues).
+    """
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Options(dsn=dsn or None, verbose=verbose)
+
+
+# --- db ------------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database servers and the HERA-compatible core schema."""
+
+
+@db.command("up")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="TCP port on 127.0.0.1 (default: free).")
+@click.option("--schema/--no-schema", "with_schema", default=True, show_default=True,
+              help="Install the HERA core schema into the new server.")
+def db_up(port: int | None, with_schema: bool) -> None:
+    """Start an embedded PostgreSQL, print its DSN, keep it running until interrupted (Ctrl-C)."""
+    from runner.db import providers, schema
+
+    srv = providers.start_local(port=port)
+    try:
+        if with_schema:
+            schema.install(srv.dsn)
+        click.echo(srv.dsn)
+        click.echo(f"# {srv.kind} PostgreSQL is up; export HERA_DSN='{srv.dsn}'. Ctrl-C stops and removes it.",
+                   err=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+    finally:
+        srv.stop()
+
+
+@db.command("schema")
+@click.pass_context
+def db_schema(ctx: click.Context) -> None:
+    """Install the HERA-compatible core schema and v1 RPCs into the DSN (idempotent)."""
+    from runner.db import providers, schema
+
+    dsn = _options(ctx).dsn
+    if not dsn:
+        raise click.UsageError("db schema needs --dsn or HERA_DSN (an embedded server would vanish on exit)")
+    with providers.server(dsn) as srv:
+        applied = schema.install(srv.dsn)
+    click.echo(f"HERA core installed ({len(applied)} files: {', '.join(applied)})")
+
+
+# --- fixtures ------------------------------------------------------------------------------------------------
+
+
+@cli.command("fixtures")
+@click.argument("size", type=click.Choice(SIZES))
+@click.option("--orgs", "org_count", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="How many organisations to generate.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed; the same seed gives the same data.")
+@click.option("--schema/--no-schema", "with_schema", default=True, show_default=True,
+              help="Install the HERA core first (idempotent).")
+@click.pass_context
+def fixtures_cmd(ctx: click.Context, size: str, org_count: int, seed: int, with_schema: bool) -> None:
+    """Generate synthetic HERA organisations (SIZE: small, medium, enterprise); print their ids."""
+    from runner.db import providers, schema
+    from runner.synth import generate
+
+    dsn = _options(ctx).dsn
+    if not dsn:
+        raise click.UsageError("fixtures needs --dsn or HERA_DSN (an embedded server would vanish on exit); "
+                               "start one with 'hera-migrate db up'")
+    with providers.server(dsn) as srv:
+        if with_schema:
+            schema.install(srv.dsn)
+        result = generate.generate(srv.dsn, size=size, orgs=org_count, seed=seed, progress=sys.stderr.isatty())
+    click.echo(result.summary(), err=True)
+    for org in result.organizations:
+        click.echo(org.organization_id)
+
+
+# --- spec ----------------------------------------------------------------------------------------------------
+
+
+@cli.command("check")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+def check_cmd(specs: tuple[Path, ...]) -> None:
+    """Validate spec files; nothing touches a database."""
+    _not_yet("check")
+
+
+@cli.command("compile")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write every rendered statement with its parameters here.")
+def compile_cmd(spec: Path, out: Path | None) -> None:
+    """Write every rendered SQL statement of SPEC for review."""
+    _not_yet("compile")
+
+
+@cli.command("plan")
+@click.argument("spec", type=click.Path(path_type=Path))
+@org_option
+@click.option("--json", "as_json", is_flag=True, help="Emit JSON instead of a table.")
+def plan_cmd(spec: Path, orgs: tuple[str, ...], as_json: bool) -> None:
+    """Tier-1 inventory: candidates per organisation and v1 code, read-only."""
+    _not_yet("plan")
+
+
+# --- run and after -------------------------------------------------------------------------------------------
+
+
+@cli.command("run")
+@click.argument("spec", type=click.Path(path_type=Path))
+@org_option
+@click.option("--run-id", default=None, help="Run id (default: generated).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Parallel workers (default: spec, 4).")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None, help="Candidates per chunk.")
+@click.option("--resume", is_flag=True, help="Continue --run-id from its journal.")
+@click.option("--retry-quarantined", is_flag=True, help="With --resume: try quarantined candidates again.")
+@click.option("--now", is_flag=True, help="Ignore the spec's off-peak window.")
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+def run_cmd(spec: Path, orgs: tuple[str, ...], run_id: str | None, workers: int | None, batch_size: int | None,
+            resume: bool, retry_quarantined: bool, now: bool, report_dir: Path | None) -> None:
+    """Snapshot before → migrate → validate → report."""
+    _not_yet("run")
+
+
+@cli.command("status")
+@click.argument("run_id")
+def status_cmd(run_id: str) -> None:
+    """Progress of RUN_ID from the journal in the database."""
+    _not_yet("status")
+
+
+@cli.command("validate")
+@click.argument("run_id")
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+def validate_cmd(run_id: str, report_dir: Path | None) -> None:
+    """Fresh after-snapshot, all checks, results.json + HTML."""
+    _not_yet("validate")
+
+
+@cli.command("rollback")
+@click.argument("run_id")
+@org_option
+def rollback_cmd(run_id: str, orgs: tuple[str, ...]) -> None:
+    """Restore the pre-run state of everything RUN_ID touched, then verify."""
+    _not_yet("rollback")
+
+
+@cli.command("report")
+@click.argument("run_id")
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+def report_cmd(run_id: str, report_dir: Path | None) -> None:
+    """Re-render the HTML report from results.json."""
+    _not_yet("report")
+
+
+@cli.command("load", context_settings={"ignore_unknown_options": False})
+@click.option("--during", "during_run", default=None, metavar="RUN_ID", help="Load alongside this run.")
+@click.option("--users", type=click.IntRange(1, 1000), default=None, help="Simulated v1 users.")
+@click.option("--duration", type=click.IntRange(1, 86_400), default=None, help="Seconds per phase.")
+def load_cmd(during_run: str | None, users: int | None, duration: int | None) -> None:
+    """Locust load on HERA's v1 paths: a baseline phase, then during a run."""
+    _not_yet("load")
+
+
+# --- demo ----------------------------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option("--size", type=click.Choice(SIZES), default="small", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the embedded server's data directory.")
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the report goes (default: reports/demo).")
+@click.pass_context
+def demo_cmd(ctx: click.Context, size: str, seed: int, keep: bool, report_dir: Path | None) -> None:
+    """The whole pipeline on an embedded server (or --dsn), ending with the report's path."""
+    from runner.demo import run_demo
+
+    run_demo(_options(ctx).dsn, size=size, seed=seed, keep=keep, report_dir=report_dir)
+
+
+# --- entry point ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry: map every failure to its documented exit code."""
+    verbose = "-v" in (argv or sys.argv[1:]) or "-vv" in (argv or sys.argv[1:]) or "--verbose" in (
+        argv or sys.argv[1:])
+    try:
+        rv = cli.main(args=argv, prog_name="hera-migrate", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
+    except HarnessError as exc:
+        click.echo(f"error: {exc.render()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; committed work is safe", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except Exception as exc:  # a bug: say so, keep the contract's exit code
+        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        if verbose or os.environ.get("HERA_DEBUG"):
+            traceback.print_exc()
+        else:
+            click.echo("(run with -v for the traceback)", err=True)
+        sys.exit(EXIT_RUNTIME)
+    sys.exit(rv if isinstance(rv, int) else 0)
