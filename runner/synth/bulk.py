@@ -4,7 +4,7 @@ Measured on this machine: HERA's smart-code CHECK regexes cost ~26 µs (strict) 
 PostgreSQL's regex engine, and each foreign key costs a row lookup per insert. For a load larger than what the
 tables hold, this module, inside the load transaction only:
 - disables HERA's row triggers (the generator writes rows in the state they would leave them; `verify` checks);
-- drops secondary indexes and rebuilds them once at the end;
+- drops secondary indexes and primary/unique keys and rebuilds them once at the end;
 - drops foreign keys and re-adds them at the end, which validates every row in one set-based pass;
 - drops the smart-code pattern CHECKs and re-adds them NOT VALID (as real HERA has its loose ones) after checking
   every *distinct* loaded smart code against the very same expressions.
@@ -40,6 +40,7 @@ class BulkReport:
     bulk: bool = False
     indexes: int = 0
     foreign_keys: int = 0
+    keys: int = 0
     pattern_checks: int = 0
     dropped_checks: list[tuple[str, str, str]] = field(default_factory=list)  # table, name, definition
 
@@ -58,6 +59,7 @@ def bulk_mode(conn: psycopg.Connection[Any], expected_rows: int) -> Iterator[Bul
     report.bulk = row is not None and row[0] < expected_rows
     indexes: list[tuple[str, str]] = []
     fks: list[tuple[str, str, str]] = []
+    keys: list[tuple[str, str, str]] = []
     if report.bulk:
         indexes = [(r[0], r[1]) for r in _fetch(conn, """
             SELECT ic.relname, pg_get_indexdef(i.indexrelid)
@@ -70,6 +72,13 @@ def bulk_mode(conn: psycopg.Connection[Any], expected_rows: int) -> Iterator[Bul
             SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
              WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)""")]
+        # Primary and unique keys of random uuids are cheaper to build once than to maintain per row; the
+        # foreign keys that depend on them are already in `fks`.
+        keys = [(r[0], r[1], r[2]) for r in _fetch(conn, """
+            SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
+              FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+             WHERE k.contype IN ('p', 'u') AND c.relnamespace = 'public'::regnamespace
+               AND c.relname = ANY(%s)""")]
         report.dropped_checks = [(r[0], r[1], r[2]) for r in conn.execute("""
             SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
@@ -77,18 +86,19 @@ def bulk_mode(conn: psycopg.Connection[Any], expected_rows: int) -> Iterator[Bul
             (list(PATTERN_CHECKS),)).fetchall()]
         for name, _ in indexes:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        for table, name, _ in [*fks, *report.dropped_checks]:
+        for table, name, _ in [*fks, *keys, *report.dropped_checks]:
             conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table),
                                                                              sql.Identifier(name)))
     yield report
     if report.bulk:
         for _, definition in indexes:
             conn.execute(definition)  # catalog text from pg_get_indexdef, not user input
-        for table, name, definition in fks:
+        for table, name, definition in [*keys, *fks]:
             _add_constraint(conn, table, name, definition)
         for table, name, definition in report.dropped_checks:
             _add_constraint(conn, table, name, definition.removesuffix(" NOT VALID") + " NOT VALID")
         report.indexes, report.foreign_keys, report.pattern_checks = len(indexes), len(fks), len(report.dropped_checks)
+        report.keys = len(keys)
     for table in SIX:
         conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table)))
 
