@@ -1,6 +1,7 @@
 """Shared fixtures: one real PostgreSQL per test session, a fresh database per test.
 
-The server is the embedded one unless HERA_DSN names an existing server (which then needs CREATEDB). Each test
+The server is the embedded one unless HERA_DSN names an existing server (which then needs CREATEDB and
+CREATEROLE); HERA_TEST_SERVER=system starts the system's PostgreSQL binaries instead of the embedded ones. Each test
 that asks for `db_dsn` gets its own database cloned from a template that already holds the HERA core, so tests
 never see each other's rows and need no cleanup order.
 """
@@ -45,7 +46,7 @@ def pg_server() -> Iterator[Server]:
     if external:
         yield Server(dsn=external, kind="external")
         return
-    srv = start_local()
+    srv = start_local(prefer=os.environ.get("HERA_TEST_SERVER", "embedded"))
     try:
         yield srv
     finally:
