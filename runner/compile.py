@@ -1,0 +1,71 @@
+"""Spec → SQL. One Jinja environment renders `runner/sql/<family>/<name>.sql.j2`.
+
+Rules the templates live by (and tests enforce):
+- every value reaches the database as a bound parameter: templates call `bind(value)`, which records the value
+  and writes a `%(pN)s` placeholder, never the value;
+- every identifier goes through the `ident` filter (psycopg.sql.Identifier quoting);
+- StrictUndefined: a template that names something the compiler did not pass fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from psycopg import sql
+
+_ENV = Environment(loader=PackageLoader("runner", "sql"), undefined=StrictUndefined, autoescape=False,
+                   keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+_ENV.filters["ident"] = lambda *parts: sql.Identifier(*parts).as_string(None)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One rendered statement: SQL text with named placeholders, and the values bound to them."""
+
+    name: str
+    text: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def review_text(self) -> str:
+        """SQL followed by its parameters, as `compile --out` writes it for review."""
+        lines = [f"-- {self.name}", self.text.rstrip(), ""]
+        if self.params:
+            lines.append("-- parameters:")
+            lines += [f"--   {k} = {json.dumps(v, default=_json_default)}" for k, v in self.params.items()]
+        return "\n".join(lines) + "\n"
+
+
+class _Binder:
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def __call__(self, value: Any) -> str:
+        name = f"p{len(self.params) + 1}"
+        self.params[name] = list(value) if isinstance(value, tuple) else value
+        return f"%({name})s"
+
+
+def render(name: str, **context: Any) -> Statement:
+    """Render template `name` (e.g. "plan/candidates") with `context`; values must go through `bind`."""
+    binder = _Binder()
+    text = _ENV.get_template(f"{name}.sql.j2").render(bind=binder, **context)
+    return Statement(name=name, text=text, params=binder.params)
+
+
+def template_names() -> list[str]:
+    root = Path(__file__).parent / "sql"
+    return sorted(str(p.relative_to(root)).removesuffix(".sql.j2") for p in root.rglob("*.sql.j2"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)

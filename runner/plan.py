@@ -1,0 +1,206 @@
+"""Tier 1 — `hera-migrate plan`: which v1 transactions and entities a spec would migrate, read-only.
+
+Three statements in one READ ONLY, REPEATABLE READ transaction (one consistent picture, nothing written, no temp
+tables): the distinct v1 codes per organisation; the spec's mappings resolved against them in Python (exact,
+wildcard and regex selectors keep their Python semantics); then every header classified by a CTE query with the
+resolved (v1, v2, tier) list bound as arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from runner.compile import Statement, render
+from runner.db.connect import connect
+from runner.errors import DatabaseError, UsageError
+from runner.spec.model import Spec
+
+STATEMENT_TIMEOUT_MS = 300_000
+SKIP_REASONS = ("closed_period", "already_migrated", "reversed", "voided", "out_of_date_range", "ineligible_status",
+                "no_period", "reversal_twin")
+# Throughput used for the estimate until a measured run exists (DESIGN.md §8 budget on this machine).
+DEFAULT_RATES = {"reverse_repost": 5_000.0, "reporting_alias": 20_000.0}
+
+
+@dataclass
+class CodePlan:
+    v1_code: str
+    mapping: str
+    tier: str
+    v2_code: str
+    candidates: int = 0
+    amount: Decimal = Decimal(0)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class OrgPlan:
+    organization_id: str
+    organization_code: str
+    codes: list[CodePlan] = field(default_factory=list)
+    unmapped: dict[str, int] = field(default_factory=dict)
+    entities: dict[str, dict[str, int]] = field(default_factory=dict)
+    estimate_seconds: float = 0.0
+
+    def candidates(self, tier: str | None = None) -> int:
+        return sum(c.candidates for c in self.codes if tier is None or c.tier == tier)
+
+
+@dataclass
+class Plan:
+    spec_name: str
+    spec_sha256: str
+    organizations: list[OrgPlan]
+    rates: dict[str, float]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        def enc(value: Any) -> Any:
+            return str(value) if isinstance(value, Decimal) else value
+
+        orgs = []
+        for org in self.organizations:
+            d = asdict(org)
+            d["codes"] = [{k: enc(v) for k, v in c.items()} for c in d["codes"]]
+            d["candidates"] = {"reverse_repost": org.candidates("reverse_repost"),
+                               "reporting_alias": org.candidates("reporting_alias")}
+            orgs.append(d)
+        return {"spec": {"name": self.spec_name, "sha256": self.spec_sha256}, "organizations": orgs,
+                "estimate_basis": self.rates, "seconds": round(self.seconds, 3)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def resolve_orgs(conn: psycopg.Connection[Any], spec: Spec, requested: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(id, code) of the organisations in scope, priority ones first; --org narrows the spec's scope."""
+    orgs = spec.scope.organizations
+    rows = conn.execute("SELECT id::text, organization_code FROM core_organizations ORDER BY organization_code"
+                        ).fetchall()
+    known = dict(rows)
+    for org in (*orgs.include, *orgs.priority, *requested):
+        if org not in known:
+            raise UsageError(f"organisation {org} is not in this database (or not visible to this role)")
+    chosen = [r for r in rows if (not orgs.include or r[0] in orgs.include) and r[0] not in orgs.exclude]
+    if requested:
+        excluded = [o for o in requested if o not in {r[0] for r in chosen}]
+        if excluded:
+            raise UsageError(f"--org {excluded[0]} is outside the spec's scope (scope.organizations)")
+        chosen = [r for r in chosen if r[0] in requested]
+    rank = {org: i for i, org in enumerate(orgs.priority)}
+    chosen.sort(key=lambda r: (rank.get(r[0], len(rank)), r[1]))
+    return [(r[0], r[1]) for r in chosen]
+
+
+def statements(spec: Spec, org_ids: list[str], codes: list[str]) -> list[Statement]:
+    """The tier-1 statements for `org_ids`, with the spec's mappings resolved against `codes`."""
+    scope = spec.scope
+    v1, v2, tiers, ids = [], [], [], []
+    for code in sorted(set(codes)):
+        res = spec.resolve(code)
+        if res is not None:
+            v1.append(res.source)
+            v2.append(res.target)
+            tiers.append(res.mapping.tier)
+            ids.append(res.mapping.label)
+    date_from = scope.date_range.from_
+    date_to = scope.date_range.to
+    entity = spec.entities
+    return [
+        render("plan/codes", org_ids=org_ids),
+        render("plan/candidates", org_ids=org_ids, v1_codes=v1, v2_codes=v2, tiers=tiers, mapping_ids=ids,
+               skip=scope.skip,
+               date_from=None if date_from is None else f"{date_from.isoformat()}T00:00:00+00:00",
+               date_until=None if date_to is None else f"{(date_to + timedelta(days=1)).isoformat()}T00:00:00+00:00",
+               include_without_period=scope.transactions_without_period == "include",
+               period_statuses=[s.lower() for s in scope.fiscal_period_statuses],
+               statuses=[s.lower() for s in scope.transaction_statuses]),
+        render("plan/entities", org_ids=org_ids,
+               posting_rule_types=[t.lower() for t in entity.posting_rules.entity_types]
+               if entity.posting_rules else [],
+               fiscal_period_types=[t.lower() for t in entity.fiscal_periods.entity_types]
+               if entity.fiscal_periods else []),
+    ]
+
+
+def _run(conn: psycopg.Connection[Any], stmt: Statement) -> list[tuple[Any, ...]]:
+    try:
+        return conn.execute(stmt.text, stmt.params).fetchall()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"{stmt.name} failed: {str(exc).strip()}") from exc
+
+
+def build_plan(dsn: str, spec: Spec, requested_orgs: tuple[str, ...] = (),
+               rates: dict[str, float] | None = None) -> Plan:
+    t0 = time.monotonic()
+    rates = rates or DEFAULT_RATES
+    with connect(dsn) as conn:
+        conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            orgs = resolve_orgs(conn, spec, requested_orgs)
+            org_ids = [o for o, _ in orgs]
+            codes_stmt = render("plan/codes", org_ids=org_ids)
+            code_rows = _run(conn, codes_stmt)
+            _, candidates_stmt, entities_stmt = statements(spec, org_ids, [r[1] for r in code_rows])
+            rows = _run(conn, candidates_stmt)
+            entity_rows = _run(conn, entities_stmt)
+    plans = {oid: OrgPlan(organization_id=oid, organization_code=code) for oid, code in orgs}
+    by_code: dict[tuple[str, str], CodePlan] = {}
+    for org_id, v1_code, tier, v2_code, mapping_id, outcome, headers, amount in rows:
+        org = plans[str(org_id)]
+        if outcome == "unmapped":
+            org.unmapped[v1_code] = org.unmapped.get(v1_code, 0) + headers
+            continue
+        if tier is None:  # migration output or a skipped row of an unmapped code
+            continue
+        key = (str(org_id), v1_code)
+        cp = by_code.get(key)
+        if cp is None:
+            cp = by_code[key] = CodePlan(v1_code=v1_code, mapping=mapping_id, tier=tier, v2_code=v2_code)
+            org.codes.append(cp)
+        if outcome == "candidate":
+            cp.candidates += headers
+            cp.amount += amount or Decimal(0)
+        else:
+            cp.skipped[outcome] = cp.skipped.get(outcome, 0) + headers
+    families: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    for org_id, family, status, count in entity_rows:
+        families[str(org_id)][family][status or "unknown"] = count
+    for org in plans.values():
+        org.entities = {k: dict(v) for k, v in families[org.organization_id].items()}
+        if spec.entities.organization_config is not None:
+            org.entities["organization_config"] = {"organizations": 1}
+        org.estimate_seconds = round(sum(org.candidates(t) / r for t, r in rates.items() if r > 0), 1)
+    return Plan(spec_name=spec.name, spec_sha256=spec.sha256, organizations=list(plans.values()), rates=rates,
+                seconds=time.monotonic() - t0)
+
+
+def render_text(plan: Plan) -> str:
+    """A plain-text table per organisation (the CLI prints it through rich)."""
+    out: list[str] = []
+    for org in plan.organizations:
+        out.append(f"{org.organization_code} {org.organization_id}: {org.candidates('reverse_repost'):,} "
+                   f"reverse+repost, {org.candidates('reporting_alias'):,} alias candidates; "
+                   f"estimate {org.estimate_seconds:,.1f}s")
+        header = f"  {'v1 code':<48} {'tier':<15} {'candidates':>10}  skipped"
+        out.append(header)
+        for c in sorted(org.codes, key=lambda c: c.v1_code):
+            skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(c.skipped.items())) or "-"
+            out.append(f"  {c.v1_code:<48} {c.tier:<15} {c.candidates:>10,}  {skipped}")
+        for code, n in sorted(org.unmapped.items()):
+            out.append(f"  {code:<48} {'UNMAPPED':<15} {n:>10,}  (no mapping covers this v1 code)")
+        for family, counts in sorted(org.entities.items()):
+            out.append(f"  entities {family}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+    out.append(f"plan took {plan.seconds:.2f}s (read-only); estimate basis: "
+               + ", ".join(f"{k} {v:,.0f}/s" for k, v in plan.rates.items()))
+    return "\n".join(out)

@@ -1,0 +1,253 @@
+"""Semantic checks: what JSON Schema cannot say. Each check runs on the parts of the spec that passed the schema,
+so one pass reports schema problems and semantic problems of the other parts together."""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from runner.spec import sqlguard
+from runner.spec.model import (
+    BUILTIN_LEVELS,
+    Alerts,
+    BuiltinChecks,
+    CustomCheck,
+    Dna,
+    Entities,
+    Execution,
+    FiscalPeriods,
+    Mapping,
+    OrganizationConfig,
+    PostingRules,
+    Scope,
+    Transform,
+)
+from runner.spec.problems import JsonPath, pointer
+from runner.spec.report import Report
+from runner.spec.semantic_codes import check_selectors
+
+
+@dataclass
+class Parts:
+    """The sections (and list items) of a spec that passed the schema; None = not checkable."""
+
+    dna: Dna | None = None
+    mappings: list[tuple[int, Mapping]] | None = None
+    mappings_complete: bool = False  # every mapping item is present (none failed the schema)
+    scope: Scope | None = None
+    entities: dict[str, PostingRules | FiscalPeriods | OrganizationConfig] = field(default_factory=dict)
+    entities_complete: bool = False
+    execution: Execution | None = None
+    builtin: BuiltinChecks | None = None
+    custom: list[tuple[int, CustomCheck]] = field(default_factory=list)
+    alerts: Alerts | None = None
+
+
+def run(report: Report, parts: Parts) -> None:
+    if parts.dna is not None:
+        _dna(report, parts.dna)
+    if parts.mappings is not None:
+        check_selectors(report, parts.dna, parts.mappings, ("mappings",), what="transaction")
+    if parts.mappings_complete and parts.entities_complete and not parts.mappings and not parts.entities:
+        report.add((), "the spec migrates nothing: add mappings or entity migrations")
+    for family, model in parts.entities.items():
+        _entities(report, parts.dna, family, model)
+    if parts.scope is not None:
+        _scope(report, parts.scope, parts.builtin)
+    if parts.execution is not None:
+        _execution(report, parts.execution, parts.alerts)
+    if parts.builtin is not None:
+        for name, rule in parts.builtin.items():
+            _thresholds(report, ("validations", "builtin", name), rule.warn_threshold, rule.error_threshold)
+    _custom(report, parts.custom)
+    if parts.alerts is not None:
+        _alerts(report, parts.alerts)
+
+
+def _version_number(v: str) -> int:
+    return int(v[1:])
+
+
+def _dna(report: Report, dna: Dna) -> None:
+    if _version_number(dna.target) <= _version_number(dna.source):
+        report.add(("dna", "target"), f"target {dna.target} must be a later version than source {dna.source}")
+
+
+# --- scope -----------------------------------------------------------------------------------------------------
+
+
+def _scope(report: Report, scope: Scope, builtin: BuiltinChecks | None) -> None:
+    base: JsonPath = ("scope",)
+    orgs = scope.organizations
+    include = {o.lower() for o in orgs.include}
+    exclude = {o.lower() for o in orgs.exclude}
+    for k, org in enumerate(orgs.exclude):
+        if org.lower() in include:
+            report.add((*base, "organizations", "exclude", k), f"{org} is also in include; an organisation is either "
+                                                               "included or excluded")
+    for k, org in enumerate(orgs.priority):
+        if org.lower() in exclude:
+            report.add((*base, "organizations", "priority", k), f"{org} is excluded, so it cannot be a priority")
+        elif include and org.lower() not in include:
+            report.add((*base, "organizations", "priority", k), f"{org} is not in include, so it is out of scope; "
+                                                                "add it to include or drop it here")
+    dr = scope.date_range
+    if dr.from_ is not None and dr.to is not None and dr.from_ > dr.to:
+        report.add((*base, "date_range", "to"), f"the range ends ({dr.to}) before it starts ({dr.from_})")
+    for k, status in enumerate(scope.transaction_statuses):
+        for flag in ("reversed", "voided"):
+            if status == flag and getattr(scope.skip, flag):
+                report.add((*base, "transaction_statuses", k),
+                           f"status {flag} can never be a candidate because skip.{flag} is true; remove it here or "
+                           f"set skip.{flag}: false")
+    if not scope.skip.already_migrated:
+        report.add((*base, "skip", "already_migrated"), "must stay true: false would migrate a transaction that "
+                                                        "already has its repost a second time")
+    closed_check = builtin is not None and builtin.closed_period_untouched.enabled
+    for k, status in enumerate(scope.fiscal_period_statuses):
+        if status == "closed" and closed_check:
+            report.add((*base, "fiscal_period_statuses", k),
+                       "closed periods are in scope, but the built-in check closed_period_untouched (enabled) "
+                       "requires that nothing in a closed period changes; keep only open, or disable that check")
+
+
+# --- entity migrations -----------------------------------------------------------------------------------------
+
+
+def _entities(report: Report, dna: Dna | None, family: str,
+              model: PostingRules | FiscalPeriods | OrganizationConfig) -> None:
+    base: JsonPath = ("entities", family)
+    known_fields: tuple[str, ...] = ()
+    if isinstance(model, PostingRules | FiscalPeriods):
+        seen: dict[str, int] = {}
+        for k, etype in enumerate(model.entity_types):
+            if etype.lower() in seen:
+                report.add((*base, "entity_types", k), f"{etype!r} is the same type as item {seen[etype.lower()]} "
+                                                       "(entity types compare case-insensitively)")
+            seen.setdefault(etype.lower(), k)
+        known_fields = model.fields
+        check_selectors(report, dna, list(enumerate(model.smart_codes)), (*base, "smart_codes"), what="entity")
+    containers = ("settings",) if isinstance(model, OrganizationConfig) else ("metadata", "dynamic")
+    written: dict[str, int] = {}
+    for k, tf in enumerate(model.transforms):
+        _transform(report, (*base, "transforms", k), tf, containers, known_fields, family)
+        if tf.target in written:
+            report.add((*base, "transforms", k, "to" if tf.op != "set" else "set"),
+                       f"{tf.target} is already written by transforms/{written[tf.target]}; write each path once")
+        written.setdefault(tf.target, k)
+
+
+def _transform(report: Report, path: JsonPath, tf: Transform, containers: tuple[str, ...],
+               known_fields: tuple[str, ...], family: str) -> None:
+    used: list[tuple[str, str]] = [(tf.op, tf.set_ or tf.source or "")]
+    if tf.op != "set":
+        used.append(("to", tf.to or ""))
+    for key, value in used:
+        head, _, rest = value.partition(".")
+        if head not in containers:
+            allowed = " or ".join(f"{c}.<key>" for c in containers)
+            report.add((*path, key), f"{value} is not addressable in {family}: use {allowed}")
+        elif head == "dynamic" and rest.split(".")[0] not in known_fields:
+            report.add((*path, key), f"dynamic field '{rest.split('.')[0]}' is not in this family's fields "
+                                     f"({', '.join(known_fields) or 'none'}); add it to fields")
+    if tf.source is not None and tf.source == tf.to:
+        report.add((*path, "to"), f"{tf.op} to the same path it reads")
+
+
+# --- execution, validations, alerts ----------------------------------------------------------------------------
+
+
+def _execution(report: Report, ex: Execution, alerts: Alerts | None) -> None:
+    base: JsonPath = ("execution",)
+    if ex.retries.backoff_seconds > ex.retries.max_backoff_seconds:
+        report.add((*base, "retries", "max_backoff_seconds"),
+                   f"{ex.retries.max_backoff_seconds} is shorter than backoff_seconds ({ex.retries.backoff_seconds})")
+    win = ex.off_peak_window
+    if win is not None:
+        if win.start == win.end:
+            report.add((*base, "off_peak_window", "end"), "start and end are equal: the window would be empty")
+        if win.timezone != "UTC" and zoneinfo.available_timezones() and \
+                win.timezone not in zoneinfo.available_timezones():
+            report.add((*base, "off_peak_window", "timezone"),
+                       f"unknown time zone {win.timezone!r}; use an IANA name such as Europe/Berlin, or UTC")
+    critical = alerts.critical.performance_impact_above_pct if alerts else None
+    th = ex.throttle
+    if th.enabled and critical is not None and th.max_v1_p95_degradation_pct >= critical:
+        report.add((*base, "throttle", "max_v1_p95_degradation_pct"),
+                   f"the throttle allows {th.max_v1_p95_degradation_pct}% degradation, but a critical alert fires "
+                   f"above {critical}% (/alerts/critical/performance_impact_above_pct, "
+                   f"{report.where(('alerts', 'critical', 'performance_impact_above_pct'))}); keep the throttle "
+                   "bound below it")
+
+
+def _thresholds(report: Report, path: JsonPath, warn: int | None, error: int) -> None:
+    if warn is not None and warn >= error:
+        report.add((*path, "warn_threshold"), f"warn_threshold ({warn}) must be lower than error_threshold ({error}): "
+                                              "from warn_threshold offending rows the check warns, from "
+                                              "error_threshold it fails")
+
+
+def _custom(report: Report, custom: list[tuple[int, CustomCheck]]) -> None:
+    ids: dict[str, int] = {}
+    for i, check in custom:
+        base: JsonPath = ("validations", "custom", i)
+        if check.id in BUILTIN_LEVELS:
+            report.add((*base, "id"), f"'{check.id}' is the name of a built-in check; choose another id")
+        elif check.id in ids:
+            report.add((*base, "id"), f"id '{check.id}' is already used by "
+                                      f"{pointer(('validations', 'custom', ids[check.id]))} "
+                                      f"(line {report.line(('validations', 'custom', ids[check.id]))})")
+        ids.setdefault(check.id, i)
+        _thresholds(report, base, check.warn_threshold, check.error_threshold)
+        _sql(report, (*base, "sql"), check)
+
+
+def _sql(report: Report, path: JsonPath, check: CustomCheck) -> None:
+    analysis = sqlguard.analyze(check.sql)
+    for p in analysis.problems:
+        report.add(path, p.message, loc=report.source.text_loc(path, p.line, p.col))
+    if analysis.problems:
+        return
+    lexer_lines = check.sql.splitlines(keepends=True)
+    for tok in analysis.parameters:
+        line, col = _line_col(lexer_lines, tok.start)
+        loc = report.source.text_loc(path, line, col)
+        if tok.text not in sqlguard.PARAMETERS:
+            report.add(path, f"unknown parameter :{tok.text}; available: "
+                             f"{', '.join(':' + p for p in sqlguard.PARAMETERS)}", loc=loc)
+        elif tok.text == "organization_id" and check.level == "system":
+            report.add(path, ":organization_id is not available at level system (the check runs once for all "
+                             "organisations); use level record or aggregate, or drop the parameter", loc=loc)
+
+
+def _line_col(lines: list[str], offset: int) -> tuple[int, int]:
+    for n, text in enumerate(lines):
+        if offset < len(text):
+            return n, offset
+        offset -= len(text)
+    return max(0, len(lines) - 1), 0
+
+
+_LOWER_IS_WORSE = {"integrity_score_below"}
+
+
+def _alerts(report: Report, alerts: Alerts) -> None:
+    for f in fields(alerts.critical):
+        crit: Any = getattr(alerts.critical, f.name)
+        warn: Any = getattr(alerts.warning, f.name)
+        if crit is None or warn is None:
+            continue
+        crit_at = report.where(("alerts", "critical", f.name))
+        if f.name in _LOWER_IS_WORSE and warn <= crit:
+            report.add(("alerts", "warning", f.name),
+                       f"the warning bound ({warn}) must be above the critical bound ({crit}, {crit_at}): a falling "
+                       "score must pass the warning first")
+        elif f.name not in _LOWER_IS_WORSE and warn >= crit:
+            report.add(("alerts", "warning", f.name),
+                       f"the warning bound ({warn}) must be below the critical bound ({crit}, {crit_at}): a rising "
+                       "value must pass the warning first")
+
+
+def entities_parts(entities: Entities) -> dict[str, PostingRules | FiscalPeriods | OrganizationConfig]:
+    return {name: getattr(entities, name) for name in entities.families()}
