@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from runner import __version__
-from runner.errors import EXIT_RUNTIME, EXIT_USAGE, HarnessError, NotImplementedYet
+from runner.errors import EXIT_RUNTIME, EXIT_USAGE, HarnessError, NotImplementedYet, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,8 +41,18 @@ def _options(ctx: click.Context) -> Options:
     return opts
 
 
+def _org_ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(str(uuid.UUID(value)))
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an organisation id (a UUID)") from None
+    return tuple(dict.fromkeys(out))
+
+
 def org_option(f: F) -> F:
-    return click.option("--org", "orgs", multiple=True, metavar="ID",
+    return click.option("--org", "orgs", multiple=True, metavar="ID", callback=_org_ids,
                         help="Limit to this organisation id (repeatable).")(f)
 
 
@@ -145,9 +156,29 @@ def fixtures_cmd(ctx: click.Context, size: str, org_count: int, seed: int, with_
 
 @cli.command("check")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
-def check_cmd(specs: tuple[Path, ...]) -> None:
-    """Validate spec files; nothing touches a database."""
-    _not_yet("check")
+@click.pass_context
+def check_cmd(ctx: click.Context, specs: tuple[Path, ...]) -> int:
+    """Validate spec files (schema, then meaning). Prints FILE:LINE:COL: /pointer: message per problem; exit 2 on any.
+
+    Nothing touches a database unless --dsn (or HERA_DSN) is given: then the spec is also checked against it
+    (custom SQL planned read-only, coverage of the v1 codes found per organisation).
+    """
+    from runner.spec import run_check
+
+    code, text = run_check(list(specs))
+    if text:
+        click.echo(text, err=code != 0)
+    # Only an explicit --dsn opts in: a HERA_DSN left in the environment must not make `check` touch a database.
+    root = ctx.find_root()
+    explicit = root.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE
+    dsn = _options(ctx).dsn
+    if code == 0 and dsn and explicit:
+        from runner.spec.dbcheck import run_db_check
+
+        code, text = run_db_check(dsn, list(specs))
+        if text:
+            click.echo(text, err=code != 0)
+    return code
 
 
 @cli.command("compile")
@@ -155,17 +186,44 @@ def check_cmd(specs: tuple[Path, ...]) -> None:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write every rendered statement with its parameters here.")
 def compile_cmd(spec: Path, out: Path | None) -> None:
-    """Write every rendered SQL statement of SPEC for review."""
-    _not_yet("compile")
+    """Write every rendered SQL statement of SPEC for review (no database needed).
+
+    Each statement is shown with its bound parameters; spec values never appear in the SQL text itself.
+    """
+    from runner.compile import compile_spec, write_review
+    from runner.spec import load_spec
+
+    loaded = load_spec(spec)
+    statements = compile_spec(loaded)
+    if out is None:
+        for stmt in statements:
+            click.echo(stmt.review_text())
+        return
+    written = write_review(statements, out, loaded)
+    click.echo(f"{len(written)} statements written to {out} (manifest.json lists them)")
 
 
 @cli.command("plan")
 @click.argument("spec", type=click.Path(path_type=Path))
 @org_option
 @click.option("--json", "as_json", is_flag=True, help="Emit JSON instead of a table.")
-def plan_cmd(spec: Path, orgs: tuple[str, ...], as_json: bool) -> None:
-    """Tier-1 inventory: candidates per organisation and v1 code, read-only."""
-    _not_yet("plan")
+@click.pass_context
+def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: bool) -> None:
+    """Tier-1 inventory: candidates per organisation and v1 code, read-only.
+
+    Needs the HERA database (--dsn or HERA_DSN). One READ ONLY transaction of CTE queries: nothing is written,
+    no temporary tables.
+    """
+    from runner.plan import build_plan, render_text
+    from runner.spec import load_spec
+
+    loaded = load_spec(spec)
+    dsn = _options(ctx).dsn
+    if not dsn:
+        raise UsageError("plan reads a HERA database: give --dsn DSN or set HERA_DSN "
+                         "(an embedded server started for one command would be empty)")
+    plan = build_plan(dsn, loaded, orgs)
+    click.echo(plan.to_json() if as_json else render_text(plan))
 
 
 # --- run and after -------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Rules the templates live by (and tests enforce):
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -16,8 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined
 from psycopg import sql
+
+from runner.spec.model import Spec
 
 _ENV = Environment(loader=PackageLoader("runner", "sql"), undefined=StrictUndefined, autoescape=False,
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
@@ -46,6 +49,8 @@ class _Binder:
         self.params: dict[str, Any] = {}
 
     def __call__(self, value: Any) -> str:
+        if isinstance(value, Undefined):  # StrictUndefined does not trip when merely passed to a function
+            value._fail_with_undefined_error()
         name = f"p{len(self.params) + 1}"
         self.params[name] = list(value) if isinstance(value, tuple) else value
         return f"%({name})s"
@@ -69,3 +74,42 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     return str(value)
+
+
+def compile_spec(spec: Spec) -> list[Statement]:
+    """Every statement the spec compiles to, for review: tier-1 plan, then the engine's run/rollback families.
+
+    Without a database the organisations are the spec's `include` list and only exact (`from`) mappings are
+    resolved; `plan` and `run` resolve wildcard and regex mappings against the codes really present. The SQL text
+    never depends on those values: they are bound parameters.
+    """
+    from runner import plan
+
+    org_ids = list(spec.scope.organizations.include)
+    exact = [m.from_ for m in spec.mappings if m.from_ is not None]
+    statements = plan.statements(spec, org_ids, exact)
+    try:
+        engine = importlib.import_module("runner.engine")
+    except ImportError:  # the engine package is optional for review of tier 1
+        return statements
+    review = getattr(engine, "review_statements", None)
+    if review is not None:
+        statements += review(spec)
+    return statements
+
+
+def write_review(statements: list[Statement], out: Path, spec: Spec) -> list[Path]:
+    """One `NN-family-name.sql` per statement (SQL, then its parameters as comments) plus `manifest.json`."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    manifest = []
+    for i, stmt in enumerate(statements, start=1):
+        path = out / f"{i:02d}-{stmt.name.replace('/', '-')}.sql"
+        path.write_text(stmt.review_text(), encoding="utf-8")
+        written.append(path)
+        manifest.append({"file": path.name, "template": stmt.name, "parameters": sorted(stmt.params)})
+    (out / "manifest.json").write_text(json.dumps(
+        {"spec": {"name": spec.name, "version": spec.version, "path": str(spec.path) if spec.path else None,
+                  "sha256": spec.sha256},
+         "statements": manifest}, indent=2) + "\n", encoding="utf-8")
+    return written

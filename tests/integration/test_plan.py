@@ -1,0 +1,180 @@
+"""Tier 1: `plan` counts equal the generator's ground truth, it writes nothing, and scope narrows it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from runner.db.connect import connect
+from runner.plan import Plan, build_plan
+from runner.spec import Spec, load_spec
+from runner.spec.model import DateRange, Organizations
+from runner.synth.generate import OrgResult, generate
+from runner.synth.ledger import CodeTruth
+
+ROOT = Path(__file__).resolve().parents[2]
+PHASE7 = ROOT / "specs" / "finance-dna-v2.yaml"
+ELIGIBLE = ("posted", "completed")
+SIX = ("core_organizations", "core_entities", "core_dynamic_data", "core_relationships",
+       "universal_transactions", "universal_transaction_lines")
+
+
+def hera(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HERA_DSN"}
+    return subprocess.run([sys.executable, "-m", "runner", "--dsn", dsn, *args], capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
+
+
+def expected_from_truth(truth: CodeTruth) -> dict[str, int]:
+    """What the Phase 7 default scope must say for one v1 code, from the generator's own bookkeeping."""
+    out = {"candidates": sum(n for s, n in truth.open_by_status.items() if s in ELIGIBLE),
+           "ineligible_status": sum(n for s, n in truth.open_by_status.items() if s not in ELIGIBLE),
+           "closed_period": truth.closed, "reversed": truth.reversed, "voided": truth.voided,
+           "reversal_twin": truth.reversed}
+    return {k: v for k, v in out.items() if v}
+
+
+def observed(plan: Plan, org_id: str) -> dict[str, dict[str, int]]:
+    org = next(o for o in plan.organizations if o.organization_id == org_id)
+    out = {}
+    for cp in org.codes:
+        counts = {"candidates": cp.candidates, **cp.skipped}
+        out[cp.v1_code] = {k: v for k, v in counts.items() if v}
+    return out
+
+
+def assert_plan_matches_truth(plan: Plan, org: OrgResult, spec: Spec) -> None:
+    want = {code: expected_from_truth(t) for code, t in org.truth.by_code.items() if spec.resolve(code) is not None}
+    assert observed(plan, org.organization_id) == want
+    got = next(o for o in plan.organizations if o.organization_id == org.organization_id)
+    assert got.unmapped == {}
+    by_tier: dict[str, int] = {}
+    for code, t in org.truth.by_code.items():
+        res = spec.resolve(code)
+        assert res is not None
+        by_tier[res.mapping.tier] = by_tier.get(res.mapping.tier, 0) + expected_from_truth(t).get("candidates", 0)
+    assert got.candidates("reverse_repost") == by_tier["reverse_repost"] > 0
+    assert got.candidates("reporting_alias") == by_tier["reporting_alias"] > 0
+    assert got.entities["posting_rules"] == {"active": org.posting_rules}
+    assert got.entities["fiscal_periods"] == {k: v for k, v in org.fiscal_periods.items() if v}
+
+
+def fingerprint(dsn: str) -> dict[str, str]:
+    with connect(dsn) as conn:
+        return {t: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x.id), '')) FROM {t} x"
+                                ).fetchone()[0]  # type: ignore[index]
+                for t in SIX}
+
+
+@pytest.fixture(scope="module")
+def spec() -> Spec:
+    return load_spec(PHASE7)
+
+
+def test_plan_equals_ground_truth_small_two_orgs_and_writes_nothing(db_dsn: str, spec: Spec) -> None:
+    gen = generate(db_dsn, size="small", orgs=2, seed=21)
+    # Both case forms of the v1 code are in the data: the plan must count `.V1` rows as the same code.
+    assert sum(t.flipped_case for o in gen.organizations for t in o.truth.by_code.values()) > 0
+    before = fingerprint(db_dsn)
+    plan = build_plan(db_dsn, spec)
+    assert fingerprint(db_dsn) == before
+    assert len(plan.organizations) == 2
+    for org in gen.organizations:
+        assert_plan_matches_truth(plan, org, spec)
+
+
+def test_plan_equals_ground_truth_medium(db_dsn: str, spec: Spec) -> None:
+    org = generate(db_dsn, size="medium", seed=3).organizations[0]
+    plan = build_plan(db_dsn, spec)
+    assert_plan_matches_truth(plan, org, spec)
+    assert sum(o.candidates() for o in plan.organizations) > 25_000
+
+
+def test_cli_plan_json_and_org_filter(db_dsn: str, spec: Spec) -> None:
+    gen = generate(db_dsn, size="small", orgs=2, seed=22)
+    first, second = gen.organizations
+    proc = hera(db_dsn, "plan", str(PHASE7), "--org", second.organization_id, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [o["organization_id"] for o in doc["organizations"]] == [second.organization_id]
+    want = sum(expected_from_truth(t).get("candidates", 0) for t in second.truth.by_code.values())
+    got = doc["organizations"][0]["candidates"]
+    assert got["reverse_repost"] + got["reporting_alias"] == want
+    assert doc["spec"]["sha256"] == spec.sha256
+    text = hera(db_dsn, "plan", str(PHASE7))
+    assert text.returncode == 0, text.stderr
+    assert first.organization_code in text.stdout and "reverse+repost" in text.stdout
+
+
+def test_cli_plan_rejects_unknown_and_malformed_orgs(db_dsn: str) -> None:
+    generate(db_dsn, size="small", seed=23)
+    unknown = hera(db_dsn, "plan", str(PHASE7), "--org", "00000000-0000-4000-8000-000000000001")
+    assert unknown.returncode == 2
+    assert "not in this database" in unknown.stderr
+    malformed = hera(db_dsn, "plan", str(PHASE7), "--org", "acme")
+    assert malformed.returncode == 2
+    assert "not an organisation id" in malformed.stderr
+
+
+def test_plan_without_database_is_a_usage_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HERA_DSN"}
+    proc = subprocess.run([sys.executable, "-m", "runner", "plan", str(PHASE7)], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    assert proc.returncode == 2
+    assert "--dsn" in proc.stderr
+
+
+def test_scope_date_range_and_exclude(db_dsn: str, spec: Spec) -> None:
+    gen = generate(db_dsn, size="small", orgs=2, seed=24)
+    a, b = gen.organizations
+    # Everything lies before 2100: the whole would-be-candidate set moves to out_of_date_range (reversed and
+    # voided are still reported as such: the first reason wins, in the documented order).
+    future = dataclasses.replace(spec, scope=dataclasses.replace(
+        spec.scope, date_range=DateRange(from_=date(2100, 1, 1)),
+        organizations=Organizations(exclude=(b.organization_id,))))
+    plan = build_plan(db_dsn, future)
+    assert [o.organization_id for o in plan.organizations] == [a.organization_id]
+    org = plan.organizations[0]
+    assert org.candidates() == 0
+    moved = sum(c.skipped.get("out_of_date_range", 0) for c in org.codes)
+    truth = a.truth.by_code.values()
+    assert moved == sum(sum(t.open_by_status.values()) + t.closed for t in truth)
+
+
+def test_unmapped_codes_are_reported_per_org(db_dsn: str, spec: Spec) -> None:
+    org = generate(db_dsn, size="small", seed=25).organizations[0]
+    dropped = {m.from_ for m in spec.mappings if m.tier == "reporting_alias"}
+    narrower = dataclasses.replace(spec, mappings=tuple(m for m in spec.mappings if m.tier != "reporting_alias"))
+    plan = build_plan(db_dsn, narrower)
+    got = plan.organizations[0].unmapped
+    # Reversal twins carry the same code but are not migration candidates: they are not counted as unmapped.
+    want = {code: t.originals for code, t in org.truth.by_code.items() if code in dropped}
+    assert got == want and want
+
+
+def test_plan_runs_read_only(db_dsn: str, spec: Spec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write smuggled into the plan's transaction fails: the transaction itself is READ ONLY."""
+    generate(db_dsn, size="small", seed=26)
+    import runner.plan as plan_module
+
+    real = plan_module._run
+
+    def sneaky(conn: psycopg.Connection[Any], stmt: Any) -> list[tuple[Any, ...]]:
+        conn.execute("SELECT 1")
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), conn.transaction():
+            conn.execute("UPDATE core_organizations SET status = status")
+        return real(conn, stmt)
+
+    monkeypatch.setattr(plan_module, "_run", sneaky)
+    build_plan(db_dsn, spec)
+
+
