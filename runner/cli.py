@@ -160,8 +160,8 @@ def fixtures_cmd(ctx: click.Context, size: str, org_count: int, seed: int, with_
 def check_cmd(ctx: click.Context, specs: tuple[Path, ...]) -> int:
     """Validate spec files (schema, then meaning). Prints FILE:LINE:COL: /pointer: message per problem; exit 2 on any.
 
-    Nothing touches a database unless --dsn (or HERA_DSN) is given: then the spec is also checked against it
-    (custom SQL planned read-only, coverage of the v1 codes found per organisation).
+    Nothing touches a database unless --dsn is given on the command line (HERA_DSN alone is ignored here): then
+    the spec is also checked against it (custom SQL planned read-only, coverage of the v1 codes per organisation).
     """
     from runner.spec import run_check
 

@@ -28,7 +28,7 @@ from runner.spec.model import (
     Scope,
     Spec,
 )
-from runner.spec.problems import JsonPath, Problem, render_all
+from runner.spec.problems import JsonPath, Problem, printable, render_all
 from runner.spec.report import Report
 from runner.spec.yamlsrc import read_yaml
 
@@ -59,8 +59,10 @@ def check_file(path: Path, display: str | None = None) -> CheckResult:
     if not doc.ok:
         return CheckResult(path, shown, None, tuple(doc.problems))
     problems = [*doc.problems, *schema.validate(doc.data, doc.source, shown)]
+    if not isinstance(doc.data, dict):  # a list or text at the top: the schema said so; nothing else applies
+        return CheckResult(path, shown, None, tuple(sorted(problems, key=Problem.sort_key)))
     report = Report(shown, doc.source)
-    data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
+    data: dict[str, Any] = doc.data
     builder = Builder()
     parts = _parts(data, [p.path for p in problems if p.path is not None], builder)
     for bpath, message in builder.problems:
@@ -89,7 +91,7 @@ def run_check(paths: Sequence[Path]) -> tuple[int, str]:
     for path in unique:
         result = check_file(path)
         if result.spec is not None:
-            lines.append(f"{result.display}: OK: {summary(result.spec)}")
+            lines.append(printable(f"{result.display}: OK: {summary(result.spec)}"))  # version is free text
         else:
             failed += 1
             lines.extend(result.rendered())

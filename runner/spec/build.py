@@ -57,7 +57,11 @@ class Builder:
         if tp is int:
             return int(value)
         if tp is float:
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # a whole number beyond any float, e.g. 1 followed by 400 zeros
+                self.problems.append((path, "number too large"))
+                return None
         if tp is Decimal:
             return Decimal(str(value))
         if tp is date:

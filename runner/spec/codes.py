@@ -18,6 +18,7 @@ _SEGMENT = re.compile(r"\A[A-Z0-9_]+\Z")
 _PLACEHOLDER = re.compile(r"\{([0-9]+)\}")
 MAX_LENGTH = 100  # smart_code is varchar(100)
 SAMPLE_SEGMENT = "XXX"  # stands for a wildcard when a template is checked without real codes
+MIN_SEGMENTS = 6  # HERA, industry, 3 segments, version: the shortest code the strict pattern accepts
 
 # smart_is_negative_txn_static (chk_txn_total_sign): parts are 1-based after splitting on '.'.
 _NEGATIVE_PART4 = frozenset({"CREDIT", "REFUND", "REVERSAL", "RETURN", "CREDIT_MEMO"})
@@ -132,8 +133,19 @@ class Glob:
         return self.regex().fullmatch(normalize(code))
 
     def sample(self) -> str:
-        """A concrete normalised code this pattern matches (each wildcard becomes one XXX segment)."""
-        return ".".join(SAMPLE_SEGMENT if s in ("*", "**") else s for s in self.segments)
+        """A concrete normalised code this pattern matches: each wildcard becomes one XXX segment, except that the
+        first '**' grows to the shortest code HERA can store (HERA.<industry>.<3 segments>.v<n>), so that
+        HERA.MFG.**.v1 stands for HERA.MFG.XXX.XXX.XXX.v1 rather than for a code no row can carry."""
+        segments = [SAMPLE_SEGMENT if s in ("*", "**") else s for s in self.segments]
+        if "**" in self.segments:
+            k = self.segments.index("**")
+            segments[k:k + 1] = [SAMPLE_SEGMENT] * max(1, 1 + MIN_SEGMENTS - len(segments))
+        return ".".join(segments)
+
+    @property
+    def spans(self) -> tuple[bool, ...]:
+        """Per capture: True when it may span several segments ('**')."""
+        return tuple(s == "**" for s in self.segments if s in ("*", "**"))
 
 
 def parse_glob(text: str) -> tuple[Glob | None, str | None]:

@@ -36,7 +36,16 @@ class Problem:
     def render(self) -> str:
         where = f"{self.file}:{self.loc.line}:{self.loc.col}"
         head = f"{where}: {self.message}" if self.path is None else f"{where}: {pointer(self.path)}: {self.message}"
-        return f"{head}\n{self.context}" if self.context else head
+        return f"{printable(head)}\n{self.context}" if self.context else printable(head)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters, lone surrogates and other non-printables escaped (\\x1b, \\ud800): keys
+    and values from a hostile file must not drive the terminal or break printing."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Any
 
 from runner.spec import sqlguard
@@ -65,12 +66,19 @@ def run(report: Report, parts: Parts) -> None:
         _alerts(report, parts.alerts)
 
 
-def _version_number(v: str) -> int:
-    return int(v[1:])
+def _version_key(v: str) -> tuple[int, str]:
+    """Orders v<digits> by number without int(): the schema puts no bound on the digits (int() stops at 4300)."""
+    digits = v[1:].lstrip("0") or "0"
+    return len(digits), digits
+
+
+def _num(x: float) -> str:
+    """A number as QA wrote it: 12 rather than 12.0 (the model turns every YAML number into a float)."""
+    return str(int(x)) if isinstance(x, float) and x.is_integer() and abs(x) < 1e15 else str(x)
 
 
 def _dna(report: Report, dna: Dna) -> None:
-    if _version_number(dna.target) <= _version_number(dna.source):
+    if _version_key(dna.target) <= _version_key(dna.source):
         report.add(("dna", "target"), f"target {dna.target} must be a later version than source {dna.source}")
 
 
@@ -162,23 +170,29 @@ def _execution(report: Report, ex: Execution, alerts: Alerts | None) -> None:
     base: JsonPath = ("execution",)
     if ex.retries.backoff_seconds > ex.retries.max_backoff_seconds:
         report.add((*base, "retries", "max_backoff_seconds"),
-                   f"{ex.retries.max_backoff_seconds} is shorter than backoff_seconds ({ex.retries.backoff_seconds})")
+                   f"{_num(ex.retries.max_backoff_seconds)} is shorter than backoff_seconds "
+                   f"({_num(ex.retries.backoff_seconds)})")
     win = ex.off_peak_window
     if win is not None:
         if win.start == win.end:
             report.add((*base, "off_peak_window", "end"), "start and end are equal: the window would be empty")
-        if win.timezone != "UTC" and zoneinfo.available_timezones() and \
-                win.timezone not in zoneinfo.available_timezones():
+        if win.timezone != "UTC" and _zones() and win.timezone not in _zones():
             report.add((*base, "off_peak_window", "timezone"),
                        f"unknown time zone {win.timezone!r}; use an IANA name such as Europe/Berlin, or UTC")
     critical = alerts.critical.performance_impact_above_pct if alerts else None
     th = ex.throttle
     if th.enabled and critical is not None and th.max_v1_p95_degradation_pct >= critical:
         report.add((*base, "throttle", "max_v1_p95_degradation_pct"),
-                   f"the throttle allows {th.max_v1_p95_degradation_pct}% degradation, but a critical alert fires "
-                   f"above {critical}% (/alerts/critical/performance_impact_above_pct, "
+                   f"the throttle allows {_num(th.max_v1_p95_degradation_pct)}% degradation, but a critical alert "
+                   f"fires above {_num(critical)}% (/alerts/critical/performance_impact_above_pct, "
                    f"{report.where(('alerts', 'critical', 'performance_impact_above_pct'))}); keep the throttle "
                    "bound below it")
+
+
+@cache
+def _zones() -> frozenset[str]:
+    """IANA zone names; listing them walks the tz database (tens of ms), so once per process."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 def _thresholds(report: Report, path: JsonPath, warn: int | None, error: int) -> None:
@@ -241,12 +255,12 @@ def _alerts(report: Report, alerts: Alerts) -> None:
         crit_at = report.where(("alerts", "critical", f.name))
         if f.name in _LOWER_IS_WORSE and warn <= crit:
             report.add(("alerts", "warning", f.name),
-                       f"the warning bound ({warn}) must be above the critical bound ({crit}, {crit_at}): a falling "
-                       "score must pass the warning first")
+                       f"the warning bound ({_num(warn)}) must be above the critical bound ({_num(crit)}, {crit_at}): "
+                       "a falling score must pass the warning first")
         elif f.name not in _LOWER_IS_WORSE and warn >= crit:
             report.add(("alerts", "warning", f.name),
-                       f"the warning bound ({warn}) must be below the critical bound ({crit}, {crit_at}): a rising "
-                       "value must pass the warning first")
+                       f"the warning bound ({_num(warn)}) must be below the critical bound ({_num(crit)}, {crit_at}): "
+                       "a rising value must pass the warning first")
 
 
 def entities_parts(entities: Entities) -> dict[str, PostingRules | FiscalPeriods | OrganizationConfig]:

@@ -80,7 +80,8 @@ def _item(report: Report, dna: Dna | None, index: int, sel: CodeSelector, path: 
                                  + (f" at position {exc.pos}" if exc.pos is not None else ""))
             return None
         captures = regex.groups
-    target = _target(report, dna, sel, path, captures, sample, ok)
+    spans = glob.spans if glob is not None else (True,) * captures  # a regex group may hold dots
+    target = _target(report, dna, sel, path, spans, sample, ok)
     if isinstance(sel, Mapping) and target and sample and sel.tier == "reverse_repost" and \
             codes.is_negative_txn(target) != codes.is_negative_txn(sample):
         neg, pos = (target, sample) if codes.is_negative_txn(target) else (sample, target)
@@ -91,9 +92,19 @@ def _item(report: Report, dna: Dna | None, index: int, sel: CodeSelector, path: 
     return _Item(index, sel, path, glob, regex, captures, sample, target)
 
 
-def _target(report: Report, dna: Dna | None, sel: CodeSelector, path: JsonPath, captures: int, sample: str | None,
-            source_ok: bool) -> str | None:
+def _capture_samples(spans: tuple[bool, ...]) -> list[tuple[str, ...]]:
+    """Captured parts to try a template with: one XXX segment each, then each capture that may span segments
+    widened to 2..6 of them. A template is wrong only when none of these gives a code HERA can store."""
+    one = (codes.SAMPLE_SEGMENT,) * len(spans)
+    wide = [(*one[:k], ".".join([codes.SAMPLE_SEGMENT] * n), *one[k + 1:])
+            for k, multi in enumerate(spans) if multi for n in range(2, 7)]
+    return [one, *wide]
+
+
+def _target(report: Report, dna: Dna | None, sel: CodeSelector, path: JsonPath, spans: tuple[bool, ...],
+            sample: str | None, source_ok: bool) -> str | None:
     to_path = (*path, "to")
+    captures = len(spans)
     if sel.to is not None:
         wanted = codes.placeholders(sel.to)
         if wanted and sel.from_ is not None:
@@ -104,7 +115,8 @@ def _target(report: Report, dna: Dna | None, sel: CodeSelector, path: JsonPath, 
             report.add(to_path, f"{{{too_big[0]}}} refers to capture {too_big[0]}, but the "
                                 f"{'pattern' if sel.match is not None else 'regex'} captures only {captures}")
             return None
-        target = codes.expand(sel.to, (codes.SAMPLE_SEGMENT,) * captures)
+        tries = [codes.expand(sel.to, groups) for groups in _capture_samples(spans)]
+        target = next((t for t in tries if codes.is_strict(t)), tries[0])
         where, label = to_path, (f"{sel.to!r} gives codes like {target}, which HERA's strict pattern rejects"
                                  if wanted else f"{sel.to!r} is not a valid HERA smart code")
     elif sample is not None:
@@ -129,6 +141,7 @@ def _target(report: Report, dna: Dna | None, sel: CodeSelector, path: JsonPath, 
 
 def _overlaps(report: Report, items: list[_Item], what: str) -> None:
     first_exact: dict[str, _Item] = {}
+    repeated: set[int] = set()
     for it in items:
         if it.sel.from_ is None or it.sample_source is None:
             continue
@@ -136,10 +149,13 @@ def _overlaps(report: Report, items: list[_Item], what: str) -> None:
         if prev is not None:
             report.add(it.selector_path, f"{it.sel.from_} is already mapped by {_where(report.source, prev.path)}; a "
                                          f"v1 {what} code may be mapped only once (codes compare case-insensitively)")
+            repeated.add(it.index)
         else:
             first_exact[it.sample_source] = it
-    for a_pos, a in enumerate(items):
-        for b in items[a_pos + 1:]:
+    # A repeated exact code already has its problem; its overlaps would only repeat those of the first one.
+    distinct = [it for it in items if it.index not in repeated]
+    for a_pos, a in enumerate(distinct):
+        for b in distinct[a_pos + 1:]:
             example = _overlap(a, b)
             if example is None or (a.sel.from_ is not None and b.sel.from_ is not None):
                 continue
@@ -163,11 +179,15 @@ def _chains(report: Report, items: list[_Item]) -> None:
         if a.target is not None:
             edges[a.index] = [b for b in items if b.takes(a.target)]
     by_index = {it.index: it for it in items}
+    cycles: set[frozenset[int]] = set()
     for a in items:
         for b in edges.get(a.index, []):
             cycle = _path_back(edges, b.index, a.index)
             if cycle is not None:
                 steps = [a.index, *cycle]
+                if frozenset(steps) in cycles:  # one cycle is one problem, shown where it first closes
+                    continue
+                cycles.add(frozenset(steps))
                 shown = " -> ".join(f"{_label(by_index[i])}" for i in steps)
                 report.add(b.selector_path, f"mappings form a cycle: {shown}; each v1 code must map straight to a "
                                             "final v2 code")

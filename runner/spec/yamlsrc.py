@@ -29,6 +29,7 @@ from runner.spec.problems import JsonPath, Loc, Problem, SourceMap
 MAX_BYTES = 2_000_000
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+MAX_INT_BITS = 14_000  # about 4200 decimal digits, under Python's int-to-text limit
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL, SEQ, MAP, MERGE = (f"{_T}{n}" for n in
@@ -92,7 +93,9 @@ def syntax_context(lines: list[str], line0: int, col0: int) -> str:
     width = len(str(last + 1))
     out: list[str] = []
     for i in range(first, last + 1):
-        out.append(f"  {'>' if i == line0 else ' '} {i + 1:>{width}} | {lines[i].replace(chr(9), ' ')}")
+        # One character for one keeps the caret aligned; control characters must not reach the terminal.
+        shown = "".join(c if c.isprintable() else " " if c == "\t" else "?" for c in lines[i])
+        out.append(f"  {'>' if i == line0 else ' '} {i + 1:>{width}} | {shown}")
         if i == line0:
             out.append(f"    {' ' * width} | {' ' * col0}^")
     return "\n".join(out)
@@ -158,10 +161,12 @@ class _Converter:
             try:
                 if re.fullmatch(r"[-+]?[0-9]+", text):
                     return int(text, 10)
-                if re.fullmatch(r"0o[0-7]+", text):
-                    return int(text[2:], 8)
-                if re.fullmatch(r"0x[0-9a-fA-F]+", text):
-                    return int(text[2:], 16)
+                if re.fullmatch(r"0o[0-7]+", text) or re.fullmatch(r"0x[0-9a-fA-F]+", text):
+                    number = int(text[2:], 8 if text[1] == "o" else 16)
+                    # Python refuses to print ints of more than 4300 digits; decimal input already fails above.
+                    if number.bit_length() > MAX_INT_BITS:
+                        raise ValueError(text)
+                    return number
             except ValueError:
                 self.problem(loc, path, "number too large")
                 return None
@@ -263,7 +268,9 @@ def parse_yaml(text: str, display: str) -> YamlDocument:
         message = f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
         if exc.context and exc.context_mark is not None and exc.problem:
             message += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
-        hint = next((h for k, h in _HINTS.items() if exc.problem and exc.problem.startswith(k)), None)
+        # PyYAML puts the telling phrase in `context` for some errors (several documents).
+        hint = next((h for k, h in _HINTS.items() if any(t and t.startswith(k) for t in (exc.problem, exc.context))),
+                    None)
         if hint:
             message += f"; hint: {hint}"
         problem = Problem(display, Loc(line0 + 1, col0 + 1), None, message, syntax_context(lines, line0, col0))
@@ -278,7 +285,7 @@ def parse_yaml(text: str, display: str) -> YamlDocument:
     except (yaml.YAMLError, RecursionError) as exc:
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         return YamlDocument(None, source, [Problem(display, Loc(1, 1), None, f"YAML syntax error: {why}")], ok=False)
-    if root is None:
+    if root is None or (isinstance(root, ScalarNode) and root.tag == NULL and root.value == ""):  # or only '---'
         return YamlDocument(None, source, [Problem(display, Loc(1, 1), (), "the file is empty; a spec needs at least "
                                                    "name, version and owner")], ok=False)
     conv = _Converter(display, lines)
