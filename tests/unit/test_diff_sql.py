@@ -1,0 +1,46 @@
+"""Pieces of the diff that need no PostgreSQL: the SQL macros, why jsonb sub-documents are compared as texts
+PostgreSQL computed, and the results.json shape."""
+
+from __future__ import annotations
+
+import duckdb
+
+from runner.snapshot import rules
+from runner.snapshot.diff import CLASSES, DiffResult, DiffSample
+from runner.snapshot.duck import TABLES
+
+
+def test_smart_code_suffix_normalisation() -> None:
+    con = duckdb.connect()
+    for statement in rules.macros():
+        con.execute(statement)
+    got = con.execute("""SELECT sc_norm('HERA.FIN.GL.TXN.JOURNAL.V12'), sc_norm('HERA.FIN.GL.TXN.JOURNAL.v12'),
+                                sc_norm('HERA.FIN.V1.TXN.JOURNAL.V1'), sc_norm('hera.fin.gl.txn.x.v1'),
+                                sc_norm('HERA.FIN.GL.TXN.JOURNALV1')""").fetchone()
+    assert got == ("HERA.FIN.GL.TXN.JOURNAL.v12", "HERA.FIN.GL.TXN.JOURNAL.v12", "HERA.FIN.V1.TXN.JOURNAL.v1",
+                   "hera.fin.gl.txn.x.v1", "HERA.FIN.GL.TXN.JOURNALV1")
+
+
+def test_duckdb_json_functions_round_numbers_so_the_diff_does_not_use_them() -> None:
+    """The reason for `*_jsonb_derived`: DuckDB re-serialises JSON numbers through double precision."""
+    con = duckdb.connect()
+    a, b = '{"x": 12345678901234.56789012}', '{"x": 12345678901234.56789013}'
+    assert con.execute("SELECT json(?) = json(?)", [a, b]).fetchone() == (True,)  # lossy: would hide a change
+    assert con.execute("SELECT CAST(?::JSON AS VARCHAR) = CAST(?::JSON AS VARCHAR)", [a, b]).fetchone() == (False,)
+    assert con.execute("SELECT CAST(?::JSON AS VARCHAR)", [a]).fetchone() == (a,)  # stored text kept verbatim
+
+
+def test_results_json_shape() -> None:
+    counts = {cls: dict.fromkeys(TABLES, 0) for cls in CLASSES}
+    counts["unexpected"]["universal_transactions"] = 1
+    by_kind = {cls: {t: {"inserted": 0, "updated": 0, "deleted": 0} for t in TABLES} for cls in CLASSES}
+    sample = DiffSample(table="universal_transactions", record_id="r", organization_id="o", transaction_id="r",
+                        kind="updated", changed_columns=["reference_number"], reason="why")
+    result = DiffResult(run_id="R", actor_id="A", counts=counts, by_kind=by_kind,
+                        samples={"unexpected": {"universal_transactions": [sample]}})
+    shaped = result.as_dict()
+    assert set(shaped) == {"expected", "unexpected", "concurrent", "details", "samples"}
+    assert all(set(shaped[cls]) == set(TABLES) for cls in CLASSES)
+    assert shaped["details"]["totals"] == {"expected": 0, "unexpected": 1, "concurrent": 0}
+    assert shaped["samples"]["unexpected"]["universal_transactions"] == [sample.as_dict()]
+    assert shaped["samples"]["expected"] == {} and not result.ok
