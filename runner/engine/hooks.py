@@ -1,0 +1,80 @@
+"""The engine's pluggable edges: progress reporting, throttling, and test-only fault points.
+
+- `ProgressSink`: told when an organisation starts, advances and finishes (the CLI passes the rich bars of
+  runner.engine.progress; the default does nothing). Called from worker threads: implementations must be
+  thread-safe.
+- `Throttle`: consulted between chunks. `wait()` blocks while the load monitor wants the migration paused;
+  `batch_size(default)` may shrink chunks. The default never pauses and keeps the spec's size.
+- `EngineHooks`: fault points in the chunk loop for tests (crash before commit, act between chunks). Production
+  code passes none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+
+
+class ProgressSink(Protocol):
+    def org_started(self, org_id: str, org_code: str, total: int) -> None:
+        """`total` is the number of candidates (all tiers) the organisation has at its start."""
+
+    def org_advanced(self, org_id: str, done: int) -> None:
+        """`done` more candidates were handled (migrated, aliased or quarantined; or rolled back)."""
+
+    def org_finished(self, org_id: str, status: str) -> None:
+        """The organisation is finished with `status` (completed, incomplete, failed, rolled_back, ...)."""
+
+
+class NullProgress:
+    def org_started(self, org_id: str, org_code: str, total: int) -> None:
+        return None
+
+    def org_advanced(self, org_id: str, done: int) -> None:
+        return None
+
+    def org_finished(self, org_id: str, status: str) -> None:
+        return None
+
+
+class Throttle(Protocol):
+    def wait(self) -> None:
+        """Block while the migration should pause (called between chunks, outside any transaction)."""
+
+    def batch_size(self, default: int) -> int:
+        """The chunk size to use now; `default` is the run's configured size."""
+
+
+class NoThrottle:
+    def wait(self) -> None:
+        return None
+
+    def batch_size(self, default: int) -> int:
+        return default
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """What a fault point is told about the chunk in progress."""
+
+    organization_id: str
+    tier: str  # reverse_repost | reporting_alias | rollback
+    chunk: int  # 1-based number of the chunk within this org and tier, in this invocation
+    ids: tuple[str, ...]  # candidate ids handled (migrated/aliased/restored) by the chunk
+
+
+class EngineHooks:
+    """Test-only fault points. Subclass and override; the defaults do nothing.
+
+    `before_commit` runs inside the chunk's database transaction after every write of the chunk: raising there
+    rolls the chunk back exactly like a crash would. `after_commit` runs after the chunk committed, outside any
+    transaction (e.g. to release a lock held by a concurrent writer).
+    """
+
+    def before_commit(self, conn: psycopg.Connection[Any], info: ChunkInfo) -> None:
+        return None
+
+    def after_commit(self, info: ChunkInfo) -> None:
+        return None

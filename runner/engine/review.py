@@ -1,0 +1,91 @@
+"""`compile --out`: every run and rollback statement rendered with sample inputs, for review and for the
+template-safety tests (no spec value in the SQL text, every value bound)."""
+
+from __future__ import annotations
+
+from runner import contract
+from runner.compile import Statement
+from runner.engine.chunk import ChunkCtx
+from runner.engine.context import (
+    ADVISORY_LOCK_CLASS,
+    LOCK_TIMEOUT,
+    STATEMENT_TIMEOUT,
+    Mappings,
+    Sql,
+    advisory_key,
+    reversal_reason,
+)
+from runner.engine.journal import COUNTERS, QUARANTINED_FIELD
+from runner.spec.model import Spec
+
+SAMPLE_ORG = "00000000-0000-4000-8000-000000000001"
+SAMPLE_JOURNAL = "00000000-0000-4000-8000-000000000002"
+SAMPLE_ID = "00000000-0000-4000-8000-000000000003"
+SAMPLE_RUN = "run-20250101T000000Z-abcd"
+
+
+def review_statements(spec: Spec) -> list[Statement]:
+    """Each template of runner/sql/run and runner/sql/rollback, every variant, with sample inputs. Mappings are
+    the spec's exact (`from`) ones; wildcard and regex mappings are resolved against real codes at run time."""
+    exact = [m.from_ for m in spec.mappings if m.from_ is not None]
+    orgs = list(spec.scope.organizations.include) or [SAMPLE_ORG]
+    ctx = ChunkCtx(spec=spec, run_id=SAMPLE_RUN, org_id=orgs[0], journal_id=SAMPLE_JOURNAL,
+                   mappings=Mappings.resolve(spec, exact))
+    s, one = ctx.sql, [SAMPLE_ID]
+    plain = Sql()
+    out = [
+        s.statement("run/session", lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT),
+        s.statement("run/org_lock", lock_class=ADVISORY_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
+        s.statement("run/org_unlock", lock_class=ADVISORY_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
+        plain.statement("run/orgs"),
+        s.statement("run/codes"),
+        plain.statement("run/journal_find", org_ids=orgs, run_id=SAMPLE_RUN),
+        s.statement("run/journal_create", entity_name=f"Migration run {SAMPLE_RUN}", description="journal",
+                    metadata="{}"),
+        s.statement("run/journal_meta", patch="{}"),
+    ]
+    for tier in ("reverse_repost", "reporting_alias"):
+        for excluded in (True, False):
+            out.append(s.statement("run/scan", tier=tier, exclude_quarantined=excluded))
+    for excluded in (True, False):
+        out.append(s.statement("run/lock_repost", ids=one, exclude_quarantined=excluded))
+    out += [
+        s.statement("run/reverse_repost", ids=one, v2_codes=["HERA.SAMPLE.GL.TXN.JOURNAL.v2"], mapping_indexes=[0],
+                    transaction_codes=["SAMPLE-V2"], reason=reversal_reason(SAMPLE_RUN)),
+        s.statement("run/mark_originals", ids=one, reversal_ids=one, repost_ids=one, preimages=["{}"]),
+        s.statement("run/verify_reposts", ids=one, reversal_ids=one, repost_ids=one,
+                    v2_codes=["HERA.SAMPLE.GL.TXN.JOURNAL.v2"]),
+        s.statement("run/lock_alias", ids=one, exclude_quarantined=True),
+    ]
+    for list_smart_code in (True, False):
+        out.append(s.statement("run/alias", list_smart_code=list_smart_code, ids=one,
+                               v2_codes=["HERA.SAMPLE.INV.TXN.ISSUE.v2"]))
+    out += [
+        s.statement("run/checkpoint", names=["migrated"], types=["number"], numbers=[1], texts=[None],
+                    dates=[None], jsons=[None], counters=list(COUNTERS), quarantined_field=QUARANTINED_FIELD),
+        s.statement("run/quarantine", ids=one, bodies=["{}"]),
+        s.statement("run/unquarantine", field_names=[f"quarantine:{SAMPLE_ID}"]),
+        s.statement("run/journal_fields", org_ids=orgs, journal_ids=[SAMPLE_JOURNAL]),
+        s.statement("run/quarantine_list", org_ids=orgs, journal_ids=[SAMPLE_JOURNAL]),
+    ]
+    for excluded in (True, False):
+        out.append(s.statement("rollback/targets", role=contract.ROLE_ORIGINAL, exclude_ids=excluded,
+                               excluded=one))
+    out += [
+        s.statement("rollback/lock_originals", ids=one),
+        s.statement("rollback/lock_outputs", ids=one),
+        s.statement("rollback/delete_lines", ids=one),
+        s.statement("rollback/delete_headers", ids=one),
+    ]
+    for list_smart_code in (True, False):
+        columns = [c for c in contract.ORIGINAL_PREIMAGE_COLUMNS if list_smart_code or c != "smart_code"]
+        out.append(s.statement("rollback/restore_originals", list_smart_code=list_smart_code, columns=columns,
+                               ids=one))
+    out += [
+        s.statement("rollback/verify_restored", ids=one, preimages=["{}"]),
+        s.statement("rollback/lock_aliases", ids=one),
+    ]
+    for list_smart_code in (True, False):
+        out.append(s.statement("rollback/restore_aliases", list_smart_code=list_smart_code, ids=one))
+    out.append(s.statement("rollback/leftovers", kept=one, reason=reversal_reason(SAMPLE_RUN)))
+    return out

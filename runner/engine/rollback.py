@@ -1,0 +1,332 @@
+"""`rollback RUN_ID`: restore the pre-run state of everything the run touched, per organisation, in chunks.
+
+Per chunk (one transaction, resumable: whatever committed is done, the rest is found again by its marks):
+  tier 2 — lock the run's originals (SKIP LOCKED), lock their repost and -REV twin, delete the lines then the
+  headers of both, restore every pre-image column of the original (the UPDATE form chosen by the pre-image
+  code's case: canonical `.v<n>` lists smart_code, upper `.V<n>` does not) and check it equals the pre-image;
+  tier 3 — remove the alias keys and put back their previous values (form chosen by the stored code's case).
+A group where anything was changed by someone else after the run (original, repost or twin no longer as the run
+left it) is not touched and is reported as a conflict (REQUIRES_REVIEW). Then the entity hook, a final check
+(no row of the run left but the conflicts), and the journal (kept as the audit trail) is marked rolled_back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from runner import contract
+from runner.db.connect import connect
+from runner.engine import entities_hook, journal
+from runner.engine.context import (
+    ADVISORY_LOCK_CLASS,
+    LOCK_TIMEOUT,
+    STATEMENT_TIMEOUT,
+    Sql,
+    advisory_key,
+    reversal_reason,
+    validate_run_id,
+)
+from runner.engine.hooks import ChunkInfo, EngineHooks, NullProgress, ProgressSink
+from runner.engine.orgrun import OrgBusy
+from runner.engine.results import Conflict, OrgRollbackResult, RollbackResult
+from runner.engine.retry import RetriesExhausted, backoff_seconds, is_transient, pause
+from runner.errors import HarnessError, UsageError
+from runner.spec.model import Retries
+
+BATCH = 500
+RETRIES = Retries()
+PREIMAGE = contract.ORIGINAL_PREIMAGE_COLUMNS
+
+
+class RollbackFailed(HarnessError):
+    def __init__(self, message: str, result: RollbackResult) -> None:
+        super().__init__(message, hint="run rollback again: it continues where it stopped")
+        self.result = result
+
+
+@dataclass
+class _Delta:
+    """What one rollback chunk did; applied to the result only after the chunk committed."""
+
+    handled: int = 0
+    originals: int = 0
+    reposts: int = 0
+    reversals: int = 0
+    aliases: int = 0
+    conflicts: list[tuple[Conflict, list[str]]] = field(default_factory=list)
+
+
+@dataclass
+class _Org:
+    j: journal.Journal
+    sql: Sql
+    res: OrgRollbackResult
+    conn: psycopg.Connection[Any]
+    kept: set[str] = field(default_factory=set)  # ids of conflict groups, left for review
+    chunk: int = 0
+
+
+def rollback_run(dsn: str, run_id: str, *, orgs: tuple[str, ...] = (), progress: ProgressSink | None = None,
+                 hooks: EngineHooks | None = None, batch_size: int | None = None) -> RollbackResult:
+    if not validate_run_id(run_id):
+        raise UsageError(f"invalid run id {run_id!r}")
+    sink = progress or NullProgress()
+    t0 = time.monotonic()
+    sql = Sql()
+    with connect(dsn) as conn:
+        visible = [o for o, _ in journal.all_orgs(conn, sql)]
+        journals = journal.find(conn, sql, visible, run_id)
+        conn.rollback()
+    if not journals:
+        raise UsageError(f"no run {run_id} in this database (no journal with that run id)")
+    if orgs:
+        unknown = set(orgs) - {j.organization_id for j in journals}
+        if unknown:
+            raise UsageError(f"run {run_id} has no journal in organisation(s) {', '.join(sorted(unknown))}")
+        journals = [j for j in journals if j.organization_id in orgs]
+    result = RollbackResult(run_id=run_id, status="running")
+    errors: list[BaseException] = []
+    for j in journals:
+        res = OrgRollbackResult(organization_id=j.organization_id, organization_code=j.organization_code)
+        result.organizations.append(res)
+        batch = batch_size or int((j.metadata.get("options") or {}).get("batch_size") or BATCH)
+        try:
+            _rollback_org(dsn, j, res, sink, hooks or EngineHooks(), batch)
+        except OrgBusy as exc:
+            res.status, res.error = "busy", str(exc)
+            errors.append(exc)
+        except Exception as exc:
+            res.status, res.error = "failed", f"{type(exc).__name__}: {str(exc).strip()}"
+            errors.append(exc)
+        sink.org_finished(j.organization_id, res.status)
+    result.seconds = time.monotonic() - t0
+    statuses = {o.status for o in result.organizations}
+    result.status = ("failed" if statuses & {"failed", "busy"} else
+                     "requires_review" if "requires_review" in statuses else
+                     "incomplete" if "incomplete" in statuses else "rolled_back")
+    if errors:
+        raise RollbackFailed(f"rollback of {run_id} did not finish in {len(errors)} organisation(s): "
+                             f"{str(errors[0]).strip()}", result) from errors[0]
+    return result
+
+
+def _rollback_org(dsn: str, j: journal.Journal, res: OrgRollbackResult, sink: ProgressSink, hooks: EngineHooks,
+                  batch: int) -> None:
+    t0 = time.monotonic()
+    sql = Sql(org_id=j.organization_id, journal_id=j.id, run_id=j.metadata.get("run_id", ""))
+    conn = connect(dsn)
+    try:
+        with conn.transaction():
+            row = sql.execute(conn, "run/org_lock", lock_class=ADVISORY_LOCK_CLASS,
+                              lock_key=advisory_key(j.organization_id)).fetchone()
+        if not row or not row[0]:
+            raise OrgBusy(j.organization_id)
+        o = _Org(j=j, sql=sql, res=res, conn=conn)
+        with conn.transaction():
+            originals = _targets(o, "original")
+            aliases = _targets(o, "alias")
+        sink.org_started(j.organization_id, j.organization_code, len(originals) + len(aliases))
+        did = bool(originals or aliases)
+        _loop(o, "original", originals, batch, sink, hooks)
+        _loop(o, "alias", aliases, batch, sink, hooks)
+        hook = entities_hook.rollback_function()
+        if hook is not None:
+            def work(c: psycopg.Connection[Any]) -> None:
+                res.entities = dict(hook(c, o.j.metadata.get("run_id", ""), o.j.organization_id))
+
+            _transaction(o, work)
+            did = did or any(v for k, v in res.entities.items() if k != "conflicts")
+            if res.entities.get("conflicts"):
+                res.conflicts.append(Conflict(transaction_id="", role="entity",
+                                              reason=f"{res.entities['conflicts']} entity row(s) changed after "
+                                                     "the run were left as they are"))
+        _verify(o)
+        res.status = ("requires_review" if res.conflicts else "incomplete" if res.problems else "rolled_back")
+        if did or j.status != res.status:
+            def close(c: psycopg.Connection[Any]) -> None:
+                journal.checkpoint(c, sql, j.organization_id, j.id, count_quarantine=False,
+                                   values={"status": res.status, "conflicts": len(res.conflicts),
+                                           "rolled_back_at": journal.now()})
+                journal.set_meta(c, sql, j.organization_id, j.id, status=res.status,
+                                 rolled_back_at=journal.now().isoformat())
+
+            _transaction(o, close)
+    finally:
+        res.seconds = round(time.monotonic() - t0, 3)
+        conn.close()
+
+
+def _targets(o: _Org, role: str) -> list[str]:
+    rows = o.sql.rows(o.conn, "rollback/targets", role=role, exclude_ids=bool(o.kept), excluded=sorted(o.kept))
+    return [r[0] for r in rows]
+
+
+def _loop(o: _Org, role: str, ids: list[str], batch: int, sink: ProgressSink, hooks: EngineHooks) -> None:
+    stalled = 0
+    pending = ids
+    while pending:
+        handled = 0
+        for pos in range(0, len(pending), batch):
+            part = pending[pos:pos + batch]
+            o.chunk += 1
+            info = ChunkInfo(o.j.organization_id, "rollback", o.chunk, tuple(part))
+            delta: _Delta = _transaction(o, lambda c, p=part, i=info: _chunk(o, c, role, p, hooks, i))
+            hooks.after_commit(info)
+            _apply(o, delta)
+            handled += delta.handled
+            sink.org_advanced(o.j.organization_id, delta.handled)
+        with o.conn.transaction():
+            pending = _targets(o, role)
+        if handled:
+            stalled = 0
+            continue
+        stalled += 1
+        if stalled > RETRIES.max:
+            o.res.problems.append(f"{len(pending)} {role} row(s) stayed locked by other sessions; run rollback again")
+            return
+        pause(backoff_seconds(RETRIES, stalled))
+
+
+def _transaction(o: _Org, work: Any) -> Any:
+    attempt = 0
+    while True:
+        try:
+            with o.conn.transaction():
+                o.sql.execute(o.conn, "run/session", lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT)
+                return work(o.conn)
+        except psycopg.Error as exc:
+            if not is_transient(exc, o.conn) or o.conn.closed or o.conn.broken:
+                raise  # a lost connection also lost the claim: rollback is re-run from the top
+            attempt += 1
+            if attempt > RETRIES.max:
+                raise RetriesExhausted(attempt, exc) from exc
+            pause(backoff_seconds(RETRIES, attempt))
+
+
+def _chunk(o: _Org, conn: psycopg.Connection[Any], role: str, ids: list[str], hooks: EngineHooks,
+           info: ChunkInfo) -> _Delta:
+    delta = _originals(o, conn, ids) if role == "original" else _aliases(o, conn, ids)
+    hooks.before_commit(conn, info)
+    return delta
+
+
+def _apply(o: _Org, d: _Delta) -> None:
+    res = o.res
+    res.originals_restored += d.originals
+    res.reposts_deleted += d.reposts
+    res.reversals_deleted += d.reversals
+    res.aliases_restored += d.aliases
+    res.chunks += 1
+    for conflict, related in d.conflicts:
+        res.conflicts.append(conflict)
+        o.kept.update(related)
+
+
+def _originals(o: _Org, conn: psycopg.Connection[Any], ids: list[str]) -> _Delta:
+    sql = o.sql
+    d = _Delta()
+    locked = sql.rows(conn, "rollback/lock_originals", ids=ids)
+    groups: dict[str, tuple[str, str | None, str | None, bool]] = {}
+    for txn_id, pre, repost_id, reversal_id, canonical, unchanged, still_reversed in locked:
+        if not unchanged or not still_reversed:
+            _conflict(d, txn_id, "original", "the original was changed after the run (version/updated_at/"
+                      "updated_by/status differ from what the run left)", [repost_id, reversal_id])
+            continue
+        groups[txn_id] = (pre, repost_id, reversal_id, bool(canonical))
+    outputs = {r[0]: r for r in sql.rows(conn, "rollback/lock_outputs", ids=[
+        x for g in groups.values() for x in (g[1], g[2]) if x is not None])}
+    for txn_id, (_, repost_id, reversal_id, _) in list(groups.items()):
+        problem = _output_problem(txn_id, outputs.get(repost_id or ""), outputs.get(reversal_id or ""))
+        if problem:
+            del groups[txn_id]
+            _conflict(d, txn_id, "original", problem, [repost_id, reversal_id])
+    d.handled = len(locked)
+    if not groups:
+        return d
+    reposts = [g[1] for g in groups.values() if g[1]]
+    twins = [g[2] for g in groups.values() if g[2]]
+    sql.execute(conn, "rollback/delete_lines", ids=reposts + twins)
+    deleted = sql.rows(conn, "rollback/delete_headers", ids=reposts + twins)
+    if len(deleted) != len(reposts) + len(twins):
+        raise RuntimeError(f"deleted {len(deleted)} of {len(reposts) + len(twins)} reposts/twins")
+    restored = 0
+    for canonical in (True, False):
+        part = [t for t, g in groups.items() if g[3] is canonical]
+        if part:
+            columns = [c for c in PREIMAGE if canonical or c != "smart_code"]
+            restored += len(sql.rows(conn, "rollback/restore_originals", list_smart_code=canonical,
+                                     columns=columns, ids=part))
+    bad = sql.rows(conn, "rollback/verify_restored", ids=list(groups), preimages=[g[0] for g in groups.values()],
+                   preimage_columns=PREIMAGE)
+    if restored != len(groups) or bad:
+        raise RuntimeError(f"restored originals differ from their pre-image: {[r[0] for r in bad][:5]}")
+    journal.checkpoint(conn, sql, o.j.organization_id, o.j.id, count_quarantine=False,
+                       counters={"rollback_originals": restored, "rollback_reposts": len(reposts),
+                                 "rollback_reversals": len(twins), "rollback_chunks": 1},
+                       values={"status": "rolling_back"})
+    d.originals, d.reposts, d.reversals = restored, len(reposts), len(twins)
+    return d
+
+
+def _output_problem(original: str, repost: tuple[Any, ...] | None, twin: tuple[Any, ...] | None) -> str | None:
+    if repost is None:
+        return "the repost of the run is missing"
+    _, is_repost, original_of, _, untouched = repost
+    if not is_repost or original_of != original:
+        return "the repost no longer names this original in metadata.migration"
+    if not untouched:
+        return "the repost was changed after the run"
+    if twin is None:
+        return "the reversal (-REV twin) of the run is missing"
+    _, _, _, reversal_of, untouched = twin
+    if reversal_of != original:
+        return "the reversal no longer names this original in metadata.reversal_of"
+    if not untouched:
+        return "the reversal was changed after the run"
+    return None
+
+
+def _conflict(d: _Delta, txn_id: str, role: str, reason: str, related: list[str | None]) -> None:
+    d.conflicts.append((Conflict(transaction_id=txn_id, role=role, reason=reason),
+                        [txn_id, *(r for r in related if r)]))
+
+
+def _aliases(o: _Org, conn: psycopg.Connection[Any], ids: list[str]) -> _Delta:
+    sql = o.sql
+    d = _Delta()
+    locked = sql.rows(conn, "rollback/lock_aliases", ids=ids)
+    forms: dict[bool, dict[str, str]] = {True: {}, False: {}}
+    for txn_id, code, canonical, unchanged in locked:
+        if not unchanged:
+            _conflict(d, txn_id, "alias", "the aliased row was changed after the run", [])
+            continue
+        forms[bool(canonical)][txn_id] = code
+    restored = 0
+    for canonical, codes in forms.items():
+        if not codes:
+            continue
+        rows = sql.rows(conn, "rollback/restore_aliases", list_smart_code=canonical, ids=list(codes))
+        if any(codes.get(txn_id) != code for txn_id, code in rows) or len(rows) != len(codes):
+            raise RuntimeError("restoring an alias would have changed the stored smart code")
+        restored += len(rows)
+    journal.checkpoint(conn, sql, o.j.organization_id, o.j.id, count_quarantine=False,
+                       counters={"rollback_aliases": restored, "rollback_chunks": 1},
+                       values={"status": "rolling_back"})
+    d.handled, d.aliases = len(locked), restored
+    return d
+
+
+def _verify(o: _Org) -> None:
+    with o.conn.transaction():
+        row = o.sql.execute(o.conn, "rollback/leftovers", kept=sorted(o.kept),
+                            reason=reversal_reason(o.j.metadata.get("run_id", ""))).fetchone()
+    marked, twins = row if row else (0, 0)
+    if marked:
+        o.res.problems.append(f"{marked} row(s) still carry metadata.migration of the run")
+    if twins:
+        o.res.problems.append(f"{twins} reversal(s) of the run are still there")
+    o.res.verified = not o.res.problems
