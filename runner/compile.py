@@ -77,7 +77,8 @@ def _json_default(value: Any) -> Any:
 
 
 def compile_spec(spec: Spec) -> list[Statement]:
-    """Every statement the spec compiles to, for review: tier-1 plan, then the engine's run/rollback families.
+    """Every statement the spec compiles to, for review: tier-1 plan, the engine's run/rollback families, then the
+    validation's checks.
 
     Without a database the organisations are the spec's `include` list and only exact (`from`) mappings are
     resolved; `plan` and `run` resolve wildcard and regex mappings against the codes really present. The SQL text
@@ -88,13 +89,14 @@ def compile_spec(spec: Spec) -> list[Statement]:
     org_ids = list(spec.scope.organizations.include)
     exact = [m.from_ for m in spec.mappings if m.from_ is not None]
     statements = plan.statements(spec, org_ids, exact)
-    try:
-        engine = importlib.import_module("runner.engine")
-    except ImportError:  # the engine package is optional for review of tier 1
-        return statements
-    review = getattr(engine, "review_statements", None)
-    if review is not None:
-        statements += review(spec)
+    for package in ("runner.engine", "runner.validate"):
+        try:
+            module = importlib.import_module(package)
+        except ImportError:  # a package still being built is optional for review
+            continue
+        review = getattr(module, "review_statements", None)
+        if review is not None:
+            statements += review(spec)
     return statements
 
 

@@ -1,0 +1,214 @@
+"""`validate_run`: every check of the spec against one run, the three levels, the score, alerts and the report.
+
+1. The run's organisations: those with a journal entity (MIGRATION_RUN, entity_code = run id), plus those of
+   `run_result`.
+2. Snapshots: when `snapshot_path` holds a `before` snapshot, a fresh `after` snapshot is taken (DESIGN.md §4,
+   `validate`), trial_balance_unchanged compares the two and alias_only_metadata adds a full before/after
+   comparison; the snapshot layer's diff runs unless `diff_result` is given. Without snapshots both checks use
+   their PostgreSQL form. A snapshot that cannot be taken or read is noted in results.json; the PostgreSQL forms
+   take over.
+3. All PostgreSQL checks in one REPEATABLE READ READ ONLY transaction (runner.validate.execute), record and
+   aggregate checks once per organisation, system checks once.
+4. Level 1 (records.jsonl), level 2 (per organisation), level 3 (system), the integrity score, alerts.
+5. results.json (the source of truth), then index.html and junit.xml rendered from it alone.
+Exit code: 1 when a critical check failed or errored, or a critical alert fired; else 0.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from runner.db.connect import connect
+from runner.errors import DataError, HarnessError
+from runner.spec.model import CheckDef, Spec
+from runner.validate import builtin, effects, records, snapshot
+from runner.validate.assemble import build, conflicts, organization, performance_section, run_orgs
+from runner.validate.execute import Session
+from runner.validate.outcome import CheckOutcome, OrgCheck, combine, errored, merge, tally
+
+RESULTS = "results.json"
+HTML = "index.html"
+JUNIT = "junit.xml"
+RECORDS = "records.jsonl"
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    exit_code: int
+    results_path: Path
+    html_path: Path
+    junit_path: Path
+    records_path: Path
+    integrity_score: float
+    status: str
+
+
+def _orgs(session: Session, run_id: str, run_result: dict[str, Any] | None) -> list[tuple[str, str]]:
+    found = [(str(r[0]), str(r[1])) for r in session.rows(builtin.helper("journal_orgs", run_id, org_ids=[]))]
+    known = {o for o, _ in found}
+    for org_id, org in run_orgs(run_result).items():
+        if org_id not in known:
+            found.append((org_id, str(org.get("organization_code") or org_id)))
+            known.add(org_id)
+    return found
+
+
+class _Validation:
+    def __init__(self, spec: Spec, run_id: str, session: Session, orgs: list[tuple[str, str]],
+                 snap: Path | None) -> None:
+        self.spec, self.run_id, self.session, self.orgs, self.snap = spec, run_id, session, orgs, snap
+        self.org_ids = [o for o, _ in orgs]
+        self.resolved = {org: builtin.Resolved.build(spec, self.session.rows(
+            builtin.helper("run_codes", run_id, org_id=org))) for org in self.org_ids}
+
+    def run(self, check: CheckDef) -> CheckOutcome:
+        t0 = time.monotonic()
+        description = builtin.DESCRIPTIONS.get(check.id, "")
+        if check.kind == "custom":
+            description = next((c.description for c in self.spec.validations.custom if c.id == check.id), "")
+            per = ([self.session.custom(check, self.run_id, None)] if check.level == "system"
+                   else [self.session.custom(check, self.run_id, org) for org in self.org_ids])
+            return combine(check, description, per, seconds=time.monotonic() - t0)
+        if check.id == "trial_balance_unchanged" and self.snap is not None:
+            return combine(check, description, self._tb_snapshot(check), source="snapshot",
+                           seconds=time.monotonic() - t0)
+        if check.level == "system":
+            stmt = builtin.statement(check, self.spec, self.run_id, builtin.Resolved(), org_ids=self.org_ids)
+            per = [self.session.builtin(check, stmt, None)]
+        else:
+            per = [self.session.builtin(check, builtin.statement(check, self.spec, self.run_id, self.resolved[org],
+                                                                 org_id=org), org) for org in self.org_ids]
+        source = "postgresql"
+        if check.id == "alias_only_metadata" and self.snap is not None:
+            source = "postgresql+snapshot"
+            self._alias_snapshot(check, per)
+        return combine(check, description, per, source=source, seconds=time.monotonic() - t0)
+
+    def _tb_snapshot(self, check: CheckDef) -> list[OrgCheck]:
+        assert self.snap is not None
+        try:
+            rows = snapshot.trial_balance_rows(self.snap, self.run_id, self.org_ids,
+                                               Decimal(str(check.params.get("tolerance", "0"))),
+                                               bool(check.params.get("by_currency", True)))
+        except Exception as exc:  # a check never crashes the validation
+            return [errored(org, f"snapshot trial balance failed: {exc}") for org in self.org_ids]
+        return [tally(check, org, [r for r in rows if r[0] == org]) for org in self.org_ids]
+
+    def _alias_snapshot(self, check: CheckDef, per: list[OrgCheck]) -> None:
+        assert self.snap is not None
+        try:
+            rows = snapshot.alias_rows(self.snap, self.run_id, self.org_ids)
+        except Exception as exc:
+            for org in per:
+                org.status, org.error = "error", f"snapshot comparison failed: {exc}"
+            return
+        for org in per:
+            merge(check, org, [r for r in rows if r[0] == org.organization_id])
+
+
+def _snapshots(dsn: str, org_ids: list[str], path: Path | None, phases: dict[str, float]) -> tuple[
+        Path | None, dict[str, Any]]:
+    info: dict[str, Any] = {"path": None if path is None else str(path), "before": False, "after": False,
+                            "error": None}
+    if path is None or "before" not in snapshot.labels(path):
+        return None, info
+    info["before"] = True
+    t0 = time.monotonic()
+    try:
+        from runner.snapshot.extract import take_snapshot
+
+        take_snapshot(dsn, org_ids, path, "after")
+    except (HarnessError, OSError, ImportError) as exc:
+        info["error"] = f"after snapshot failed: {exc}"
+        return None, info
+    finally:
+        phases["validate.snapshot_after"] = time.monotonic() - t0
+    info["after"] = "after" in snapshot.labels(path)
+    return (path if info["after"] else None), info
+
+
+def checks_on(conn: psycopg.Connection[Any], spec: Spec, run_id: str, *, own_transaction: bool = True,
+              snapshot_path: Path | None = None) -> list[CheckOutcome]:
+    """Every check of the spec against the run on `conn`, nothing written. `snapshot_path` is used only when it
+    already holds both labels (no snapshot is taken here). See execute.Session for `own_transaction`."""
+    snap = snapshot_path if snapshot_path is not None and {"before", "after"} <= snapshot.labels(snapshot_path) \
+        else None
+    with Session(conn, own_transaction=own_transaction) as session:
+        orgs = _orgs(session, run_id, None)
+        validation = _Validation(spec, run_id, session, orgs, snap)
+        return [validation.run(check) for check in spec.validations.checks()]
+
+
+def run_checks(dsn: str, spec: Spec, run_id: str, *, snapshot_path: Path | None = None) -> list[CheckOutcome]:
+    """checks_on in its own read-only transaction on a new connection."""
+    with connect(dsn) as conn:
+        return checks_on(conn, spec, run_id, snapshot_path=snapshot_path)
+
+
+def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run_result: dict[str, Any] | None = None,
+                 snapshot_path: Path | None = None, diff_result: dict[str, Any] | None = None,
+                 performance: dict[str, Any] | None = None) -> ValidationOutcome:
+    """Validate run `run_id` and write results.json, records.jsonl, index.html and junit.xml to `report_dir`."""
+    from runner.report import write_reports
+
+    started = datetime.now(UTC)
+    phases: dict[str, float] = {}
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with connect(dsn) as conn, Session(conn) as session:
+        orgs = _orgs(session, run_id, run_result)
+    if not orgs:
+        raise DataError(f"run {run_id} has no journal in this database (no {builtin.KEYS['journal_type']} entity "
+                        f"with entity_code {run_id})", hint="check the run id with 'hera-migrate status RUN_ID'")
+    org_ids = [o for o, _ in orgs]
+    snap, snap_info = _snapshots(dsn, org_ids, snapshot_path, phases)
+    if diff_result is None and snap is not None:
+        diff_result = snapshot.run_diff(snap, run_id)
+    diff = effects.normalize(diff_result)
+
+    t0 = time.monotonic()
+    records_path = report_dir / RECORDS
+    summaries: dict[str, dict[str, Any]] = {}
+    per_org_records: dict[str, records.OrgRecords] = {}
+    with connect(dsn) as conn, Session(conn) as session:
+        validation = _Validation(spec, run_id, session, orgs, snap)
+        outcomes = [validation.run(check) for check in spec.validations.checks()]
+        diff_check = effects.outcome(diff)
+        if diff_check is not None:
+            outcomes.append(diff_check)
+        phases["validate.checks"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        flags = records.flags_by_org(outcomes)
+        review = conflicts(run_result)
+        with records.write_records(records_path) as out:
+            for org_id in org_ids:
+                per_org_records[org_id] = records.level1(session, run_id, org_id, flags.get(org_id, {}), review, out)
+                summaries[org_id] = records.summary_rows(session, run_id, org_id)
+        phases["validate.records"] = time.monotonic() - t1
+
+    totals = records.OrgRecords("*")
+    for rec in per_org_records.values():
+        totals.counts.update(rec.counts)
+        totals.kinds.update(rec.kinds)
+        totals.kind_status.update(rec.kind_status)
+        totals.by_category.update(rec.by_category)
+        totals.samples.extend(rec.samples[:max(0, 10 - len(totals.samples))])
+    by_run_org = run_orgs(run_result)
+    org_dicts = [organization(org_id, code, per_org_records[org_id], summaries[org_id], outcomes,
+                              by_run_org.get(org_id)) for org_id, code in orgs]
+    migrated = sum(o["migrated"] for o in org_dicts)
+    perf = performance_section(performance, run_result, phases, migrated)
+    results = build(spec=spec, run_id=run_id, started=started, finished=datetime.now(UTC), orgs=org_dicts,
+                    outcomes=outcomes, totals=totals, record_file=RECORDS, diff=diff, performance=perf,
+                    run_result=run_result, snapshot=snap_info,
+                    journals=[(s["journal_status"], s["journal_last_write"]) for s in summaries.values()])
+    paths = write_reports(results, report_dir)
+    return ValidationOutcome(exit_code=int(results["exit_code"]), results_path=paths["results"],
+                             html_path=paths["html"], junit_path=paths["junit"], records_path=records_path,
+                             integrity_score=float(results["integrity_score"]), status=str(results["status"]))
