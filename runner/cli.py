@@ -17,11 +17,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from runner import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 from runner.errors import EXIT_RUNTIME, EXIT_USAGE, HarnessError, NotImplementedYet, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +57,12 @@ def _org_ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 def org_option(f: F) -> F:
     return click.option("--org", "orgs", multiple=True, metavar="ID", callback=_org_ids,
                         help="Limit to this organisation id (repeatable).")(f)
+
+
+def _console() -> Console:
+    from runner.pipeline import make_console
+
+    return make_console()
 
 
 def _not_yet(verb: str) -> NoReturn:
@@ -239,41 +248,68 @@ def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: boo
 @click.option("--retry-quarantined", is_flag=True, help="With --resume: try quarantined candidates again.")
 @click.option("--now", is_flag=True, help="Ignore the spec's off-peak window.")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
-def run_cmd(spec: Path, orgs: tuple[str, ...], run_id: str | None, workers: int | None, batch_size: int | None,
-            resume: bool, retry_quarantined: bool, now: bool, report_dir: Path | None) -> None:
-    """Snapshot before → migrate → validate → report."""
-    _not_yet("run")
+@click.option("--no-progress", is_flag=True, help="No progress bars (logs and CI).")
+@click.pass_context
+def run_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], run_id: str | None, workers: int | None,
+            batch_size: int | None, resume: bool, retry_quarantined: bool, now: bool, report_dir: Path | None,
+            no_progress: bool) -> int:
+    """Snapshot before → migrate → validate → report (reports/RUN_ID/ unless --report-dir).
+
+    Exit 0: migrated and every critical check passed; 1: a critical check failed or a critical alert fired;
+    3: interrupted or a database failure — committed chunks are safe, `run --run-id ID --resume` continues.
+    """
+    from runner import pipeline
+
+    dsn = pipeline.need_dsn(_options(ctx).dsn, "run")
+    opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, resume=resume,
+                               retry_quarantined=retry_quarantined, now=now, report_dir=report_dir)
+    return pipeline.run(dsn, spec, opts, _console(), progress=not no_progress).exit_code
 
 
 @cli.command("status")
 @click.argument("run_id")
-def status_cmd(run_id: str) -> None:
-    """Progress of RUN_ID from the journal in the database."""
-    _not_yet("status")
+@click.option("--json", "as_json", is_flag=True, help="Emit JSON.")
+@click.pass_context
+def status_cmd(ctx: click.Context, run_id: str, as_json: bool) -> int:
+    """Progress of RUN_ID from the journal in the database (works while the run goes on)."""
+    from runner import pipeline
+
+    return pipeline.status(pipeline.need_dsn(_options(ctx).dsn, "status"), run_id, _console(), as_json=as_json)
 
 
 @cli.command("validate")
 @click.argument("run_id")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
-def validate_cmd(run_id: str, report_dir: Path | None) -> None:
-    """Fresh after-snapshot, all checks, results.json + HTML."""
-    _not_yet("validate")
+@click.pass_context
+def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None) -> int:
+    """Fresh after-snapshot, diff against the before-snapshot, all checks; results.json, index.html, junit.xml."""
+    from runner import pipeline
+
+    dsn = pipeline.need_dsn(_options(ctx).dsn, "validate")
+    return pipeline.validate(dsn, run_id, report_dir, _console()).exit_code
 
 
 @cli.command("rollback")
 @click.argument("run_id")
 @org_option
-def rollback_cmd(run_id: str, orgs: tuple[str, ...]) -> None:
-    """Restore the pre-run state of everything RUN_ID touched, then verify."""
-    _not_yet("rollback")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.pass_context
+def rollback_cmd(ctx: click.Context, run_id: str, orgs: tuple[str, ...], no_progress: bool) -> int:
+    """Restore the pre-run state of everything RUN_ID touched, then verify (resumable; exit 1 on conflicts)."""
+    from runner import pipeline
+
+    dsn = pipeline.need_dsn(_options(ctx).dsn, "rollback")
+    return pipeline.rollback(dsn, run_id, orgs, _console(), progress=not no_progress)
 
 
 @cli.command("report")
 @click.argument("run_id")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
-def report_cmd(run_id: str, report_dir: Path | None) -> None:
-    """Re-render the HTML report from results.json."""
-    _not_yet("report")
+def report_cmd(run_id: str, report_dir: Path | None) -> int:
+    """Re-render index.html from results.json (reports/RUN_ID/ unless --report-dir)."""
+    from runner import pipeline
+
+    return pipeline.report(run_id, report_dir, _console())
 
 
 @cli.command("load", context_settings={"ignore_unknown_options": False})
@@ -295,11 +331,11 @@ def load_cmd(during_run: str | None, users: int | None, duration: int | None) ->
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where the report goes (default: reports/demo).")
 @click.pass_context
-def demo_cmd(ctx: click.Context, size: str, seed: int, keep: bool, report_dir: Path | None) -> None:
+def demo_cmd(ctx: click.Context, size: str, seed: int, keep: bool, report_dir: Path | None) -> int:
     """The whole pipeline on an embedded server (or --dsn), ending with the report's path."""
     from runner.demo import run_demo
 
-    run_demo(_options(ctx).dsn, size=size, seed=seed, keep=keep, report_dir=report_dir)
+    return run_demo(_options(ctx).dsn, size=size, seed=seed, keep=keep, report_dir=report_dir)
 
 
 # --- entry point ---------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ import duckdb
 from runner.contract import MIGRATION_ACTOR_ID
 from runner.errors import DataError
 from runner.snapshot import classify, duck, rules
-from runner.snapshot.duck import LABELS, TABLES
+from runner.snapshot.duck import DIFF_LABELS, TABLES
 
 CLASSES = ("expected", "unexpected", "concurrent")
 KINDS = ("inserted", "updated", "deleted")
@@ -167,7 +167,7 @@ def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]
     out: dict[str, list[tuple[str, str]]] = {}
     for table in TABLES:
         per_label = []
-        for label in LABELS:
+        for label in DIFF_LABELS:
             rows = con.execute("""SELECT column_name, data_type FROM information_schema.columns
                                    WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position""",
                                [duck.snapshot_table(label, table)]).fetchall()
@@ -178,7 +178,7 @@ def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]
         if per_label[0] != per_label[1]:
             raise DataError(f"{table}: the before and after snapshots have different columns")
         out[table] = per_label[0]
-    for label in LABELS:
+    for label in DIFF_LABELS:
         if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = ?",
                            [duck.derived_table(label)]).fetchall():
             raise DataError(f"no {duck.derived_table(label)} table: re-take the {label} snapshot")

@@ -16,8 +16,9 @@ import duckdb
 
 from runner.errors import DatabaseError
 
-Label = Literal["before", "after"]
-LABELS: Final = ("before", "after")
+Label = Literal["before", "after", "rollback"]
+LABELS: Final = ("before", "after", "rollback")  # rollback: the state after a rollback rehearsal
+DIFF_LABELS: Final = ("before", "after")  # what the expected-effect diff compares
 
 # The Sacred Six, in foreign-key order (parents first).
 TABLES: Final = ("core_organizations", "core_entities", "core_dynamic_data", "core_relationships",

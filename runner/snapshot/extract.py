@@ -47,7 +47,7 @@ from runner.db.connect import connect as pg_connect
 from runner.errors import DatabaseError, UsageError
 from runner.snapshot import duck
 from runner.snapshot.columns import Column, duck_cast, read_columns
-from runner.snapshot.duck import LABELS, METADATA_TABLES, SNAPSHOTS_TABLE, TABLES, qi, ql
+from runner.snapshot.duck import LABELS, METADATA_TABLES, SNAPSHOTS_TABLE, TABLES, Label, qi, ql
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class SnapshotInfo:
                 "server_version": self.server_version, "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
-def take_snapshot(dsn: str, org_ids: Sequence[str | uuid.UUID], duckdb_path: Path, label: Literal["before", "after"],
+def take_snapshot(dsn: str, org_ids: Sequence[str | uuid.UUID], duckdb_path: Path, label: Label,
                   *, method: Method = "scanner", on_pg_snapshot: Callable[[], None] | None = None) -> SnapshotInfo:
     """Snapshot the organisations `org_ids` into `duckdb_path` as `label` (replacing an earlier one).
 

@@ -46,14 +46,21 @@ def test_fixtures_without_schema_fails_clearly(new_empty_database: str) -> None:
 
 
 def test_demo_ends_with_an_html_report(db_dsn: str, tmp_path: Path, conn: psycopg.Connection[Any]) -> None:
+    """The README's main job: plan → run → validate → rollback rehearsal, the report's path last on stdout."""
     out = tmp_path / "demo"
     proc = hera("--dsn", db_dsn, "demo", "--report-dir", str(out))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"report: {(out / 'index.html').resolve()}"
     inventory = json.loads((out / "fixtures.json").read_text())
     org = inventory["organizations"][0]
+    assert org["organization_id"] in (out / "inventory.html").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["integrity_score"] == 100
+    assert all(n == 0 for n in results["diff"]["unexpected"].values())
+    assert results["rollback_rehearsal"]["identical"] is True
     html = (out / "index.html").read_text()
-    assert org["organization_id"] in html and "HERA.SALON.POS.TXN.SALE.v1" in html
+    assert org["organization_id"] in html and "rollback rehearsal" in html.lower()
+    # The rehearsal rolled everything back: the ledger holds exactly what was generated.
     stored = conn.execute("SELECT count(*) FROM universal_transactions WHERE organization_id = %s",
                           (org["organization_id"],)).fetchone()
     assert stored == (org["rows"]["universal_transactions"],)

@@ -1,0 +1,269 @@
+"""The verbs that move data or judge it — run, status, validate, rollback, report — as the CLI and the demo call
+them: before-snapshot → migrate → after-snapshot + diff + checks → results.json / index.html / junit.xml.
+
+Everything returns the documented exit code (0 fine, 1 a critical check failed or a critical alert fired);
+failures the operator must act on raise a HarnessError subclass with a hint (exit 2 or 3).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.db.connect import connect
+from runner.engine.results import RollbackResult
+from runner.errors import EXIT_OK, DataError, UsageError
+from runner.spec import Spec, load_spec
+
+REPORTS = Path("reports")
+SNAPSHOT_FILE = "snapshots.duckdb"
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """Rich output; when piped (CI, logs) a fixed 120 columns instead of rich's 80, so tables stay readable."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 120)
+
+
+def report_dir_for(run_id: str, report_dir: Path | None) -> Path:
+    return report_dir if report_dir is not None else REPORTS / run_id
+
+
+def need_dsn(dsn: str | None, verb: str) -> str:
+    if not dsn:
+        raise UsageError(f"{verb} works on a HERA database: give --dsn DSN or set HERA_DSN "
+                         "(an embedded server started for one command would be empty)")
+    return dsn
+
+
+@dataclass
+class RunOptions:
+    orgs: tuple[str, ...] = ()
+    run_id: str | None = None
+    workers: int | None = None
+    batch_size: int | None = None
+    resume: bool = False
+    retry_quarantined: bool = False
+    now: bool = False
+    report_dir: Path | None = None
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    run_id: str
+    report_dir: Path
+    html_path: Path | None
+    results: dict[str, Any]
+
+
+def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progress: bool = True) -> RunOutcome:
+    from runner.engine import new_run_id, run_migration
+    from runner.engine.progress import RichProgress
+    from runner.plan import resolve_orgs
+    from runner.snapshot.extract import take_snapshot
+    from runner.validate import validate_run
+    from runner.validate.snapshot import labels as snapshot_labels
+
+    spec = load_spec(spec_path.resolve())  # the journal records the absolute path, so validate finds it later
+    if opts.retry_quarantined and not opts.resume:
+        raise UsageError("--retry-quarantined goes with --resume (it retries candidates a run quarantined)")
+    run_id = opts.run_id or (None if opts.resume else new_run_id())
+    if run_id is None:
+        raise UsageError("--resume needs --run-id RUN_ID (the run to continue)")
+    out = report_dir_for(run_id, opts.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot = out / SNAPSHOT_FILE
+    phases: dict[str, float] = {}
+
+    with connect(dsn) as conn:
+        org_ids = [o for o, _ in resolve_orgs(conn, spec, opts.orgs)]
+    if not org_ids:
+        raise UsageError("no organisation is in scope (spec scope.organizations and --org)")
+    has_before = snapshot.exists() and "before" in snapshot_labels(snapshot)
+    if opts.resume and not has_before:
+        console.print(f"[yellow]no before-snapshot in {snapshot}: the diff will be skipped for this run")
+    elif not opts.resume or not has_before:
+        t0 = time.monotonic()
+        info = take_snapshot(dsn, org_ids, snapshot, "before")
+        phases["snapshot_before"] = time.monotonic() - t0
+        console.print(f"before-snapshot: {sum(info.rows.values()):,} rows of {len(org_ids)} organisation(s) "
+                      f"in {phases['snapshot_before']:.1f}s → {snapshot}")
+
+    t0 = time.monotonic()
+    kwargs: dict[str, Any] = {"orgs": opts.orgs, "run_id": run_id, "workers": opts.workers,
+                              "batch_size": opts.batch_size, "resume": opts.resume,
+                              "retry_quarantined": opts.retry_quarantined, "now": opts.now}
+    if progress:
+        with RichProgress(console) as sink:
+            result = run_migration(dsn, spec, progress=sink, **kwargs)
+    else:
+        result = run_migration(dsn, spec, **kwargs)
+    phases["migrate"] = time.monotonic() - t0
+    console.print(run_summary(result.as_dict()))
+
+    t0 = time.monotonic()
+    outcome = validate_run(dsn, spec, run_id, report_dir=out, run_result=result.as_dict(),
+                           snapshot_path=snapshot if snapshot.exists() else None,
+                           performance={"phases": phases})
+    phases["validate"] = time.monotonic() - t0
+    results = json.loads(outcome.results_path.read_text(encoding="utf-8"))
+    console.print(verdict_line(results, outcome.html_path))
+    return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, results)
+
+
+def spec_of_run(dsn: str, run_id: str) -> Spec:
+    """The spec a run was made with, from its journal; refuses a spec file that changed since."""
+    from runner.engine import run_status
+
+    status = run_status(dsn, run_id)
+    if not status.organizations:
+        raise DataError(f"no run {run_id} in this database", hint="hera-migrate status RUN_ID lists what is there")
+    info = status.organizations[0].spec
+    path = info.get("path")
+    if not path or not Path(path).exists():
+        raise UsageError(f"the spec of run {run_id} ({path}) is not readable from here")
+    spec = load_spec(Path(path))
+    if info.get("sha256") and spec.sha256 != info["sha256"]:
+        raise UsageError(f"{path} changed since run {run_id} (sha256 {spec.sha256[:12]}… ≠ {info['sha256'][:12]}…); "
+                         "validate with the spec the run used")
+    return spec
+
+
+def validate(dsn: str, run_id: str, report_dir: Path | None, console: Console) -> RunOutcome:
+    from runner.engine import run_status
+    from runner.validate import validate_run
+
+    spec = spec_of_run(dsn, run_id)
+    out = report_dir_for(run_id, report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot = out / SNAPSHOT_FILE
+    status = run_status(dsn, run_id).as_dict()
+    outcome = validate_run(dsn, spec, run_id, report_dir=out, run_result=None,
+                           snapshot_path=snapshot if snapshot.exists() else None,
+                           performance=None)
+    results = json.loads(outcome.results_path.read_text(encoding="utf-8"))
+    if not snapshot.exists():
+        console.print(f"[yellow]no {snapshot}: validated without the before/after diff")
+    console.print(f"journal status: {status['status']}")
+    console.print(verdict_line(results, outcome.html_path))
+    return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, results)
+
+
+def rollback(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *, progress: bool = True) -> int:
+    result = rollback_result(dsn, run_id, orgs, console, progress=progress)
+    return EXIT_OK if result.status == "rolled_back" else 1
+
+
+def rehearse_rollback(dsn: str, run_id: str, report_dir: Path, console: Console) -> dict[str, Any]:
+    """Roll the run back, snapshot again and compare with the before-snapshot row for row (journal excluded)."""
+    from runner.snapshot.compare import differing_rows
+    from runner.snapshot.extract import take_snapshot
+
+    t0 = time.monotonic()
+    result = rollback_result(dsn, run_id, (), console, progress=False)
+    seconds = time.monotonic() - t0
+    snapshot = report_dir / SNAPSHOT_FILE
+    org_ids = [o.organization_id for o in result.organizations]
+    take_snapshot(dsn, org_ids, snapshot, "rollback")
+    differing = differing_rows(snapshot, "before", "rollback")
+    identical = not any(differing.values())
+    console.print(f"rollback rehearsal: {result.status} in {seconds:.1f}s; before-snapshot vs after rollback: "
+                  + ("identical in all six tables (journal kept as audit trail)" if identical else
+                     "DIFFERENT: " + ", ".join(f"{t} {n}" for t, n in differing.items() if n)))
+    return {"status": result.status, "seconds": round(seconds, 3), "identical": identical,
+            "differing_rows": differing, "result": result.as_dict()}
+
+
+def rollback_result(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *,
+                    progress: bool = True) -> RollbackResult:
+    from runner.engine import rollback_run
+    from runner.engine.progress import RichProgress
+
+    if progress:
+        with RichProgress(console, label="rolling back") as sink:
+            result = rollback_run(dsn, run_id, orgs=orgs, progress=sink)
+    else:
+        result = rollback_run(dsn, run_id, orgs=orgs)
+    table = Table(title=f"rollback of {run_id}: {result.status} in {result.seconds:.1f}s")
+    for col in ("organisation", "status", "originals restored", "reposts deleted", "reversals deleted",
+                "aliases restored", "entities", "conflicts", "verified"):
+        table.add_column(col)
+    for o in result.organizations:
+        table.add_row(o.organization_code, o.status, f"{o.originals_restored:,}", f"{o.reposts_deleted:,}",
+                      f"{o.reversals_deleted:,}", f"{o.aliases_restored:,}",
+                      ", ".join(f"{k} {v}" for k, v in sorted(o.entities.items()) if v) or "-",
+                      str(len(o.conflicts)), "yes" if o.verified else "NO")
+    console.print(table)
+    for o in result.organizations:
+        for c in o.conflicts[:20]:
+            console.print(f"  REQUIRES_REVIEW {o.organization_code} {c.role} {c.transaction_id}: {c.reason}")
+    return result
+
+
+def status(dsn: str, run_id: str, console: Console, *, as_json: bool = False) -> int:
+    from runner.engine import run_status
+
+    st = run_status(dsn, run_id)
+    if not st.organizations:
+        raise DataError(f"no run {run_id} in this database (no MIGRATION_RUN journal with that id)")
+    if as_json:
+        console.print_json(json.dumps(st.as_dict(), default=str))
+        return EXIT_OK
+    table = Table(title=f"{run_id}: {st.status}")
+    for col in ("organisation", "status", "phase", "done / total", "migrated", "aliased", "quarantined", "chunks",
+                "last chunk"):
+        table.add_column(col)
+    for o in st.organizations:
+        table.add_row(o.organization_code, o.status, o.phase or "-", f"{o.done:,} / {o.total:,}", f"{o.migrated:,}",
+                      f"{o.aliased:,}", f"{sum(o.quarantined.values()):,}", f"{o.chunks:,}",
+                      o.last_chunk_at.isoformat(timespec="seconds") if o.last_chunk_at else "-")
+    console.print(table)
+    return EXIT_OK
+
+
+def report(run_id: str, report_dir: Path | None, console: Console) -> int:
+    from runner.validate import render_report
+
+    results = report_dir_for(run_id, report_dir) / "results.json"
+    if not results.exists():
+        raise UsageError(f"{results} does not exist: run 'hera-migrate validate {run_id}' first")
+    html = render_report(results)
+    console.print(f"report: {html.resolve()}")
+    return EXIT_OK
+
+
+def render(results_json: Path) -> Path:
+    from runner.validate import render_report
+
+    return render_report(results_json)
+
+
+def run_summary(result: dict[str, Any]) -> str:
+    lines = [f"run {result['run_id']}: {result['status']}"]
+    for o in result["organizations"]:
+        q = o.get("quarantined_total", 0)
+        lines.append(f"  {o['organization_code']}: {o['migrated']:,} reversed+reposted, {o['aliased']:,} aliased, "
+                     f"{q:,} quarantined" + (f" ({', '.join(f'{k} {v}' for k, v in o['quarantine_reasons'].items())})"
+                                             if q else "")
+                     + (f"; entities {', '.join(f'{k} {v}' for k, v in o['entities'].items() if v)}"
+                        if any(o.get("entities", {}).values()) else ""))
+    return "\n".join(lines)
+
+
+def verdict_line(results: dict[str, Any], html: Path | None) -> str:
+    alerts = [a for a in results.get("alerts", []) if a.get("level") == "critical"]
+    failed = [c["id"] for c in results.get("checks", []) if c.get("status") in ("failed", "error")
+              and c.get("severity") == "critical"]
+    verdict = "PASSED" if not alerts and not failed else "FAILED"
+    extra = f"; critical: {', '.join(failed[:5])}" if failed else ""
+    extra += f"; {len(alerts)} critical alert(s)" if alerts else ""
+    where = f"\nreport: {html.resolve()}" if html is not None else ""
+    return f"validation {verdict}: integrity score {results.get('integrity_score')}{extra}{where}"
