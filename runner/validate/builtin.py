@@ -14,6 +14,7 @@ from typing import Any
 
 from runner import contract
 from runner.compile import Statement, render
+from runner.engine.context import override_params, run_guard, scope_params
 from runner.engine.entities import ORG_PREIMAGE_FIELD, dumps
 from runner.spec import codes
 from runner.spec.model import BUILTIN_LEVELS, CheckDef, Spec, Transform
@@ -39,6 +40,7 @@ KEYS: dict[str, Any] = {
     "kind_metadata": "metadata", "kind_dynamic": "dynamic", "kind_settings": "settings",
     "kind_org_config": "organization_config", "kind_quarantined": "quarantined", "kind_reversal": "reversal",
     "kind_journal": "journal", "kind_journal_status": "journal_status", "k_journal_status": "status",
+    "k_migrated": "migrated", "k_aliased": "aliased", "status_completed": "completed", "role_candidate": "candidate",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -46,7 +48,8 @@ DESCRIPTIONS: dict[str, str] = {
     "one_reversal_one_repost": "Every original has exactly one reversal and one repost of this run, linked both ways.",
     "reversal_nets_to_zero": "Original plus reversal net to zero per account and currency.",
     "trial_balance_unchanged": "The trial balance per account and currency is the same before and after the run.",
-    "count_amount_reconciliation": "Per mapping, originals migrated and reposts agree in count and total amount.",
+    "count_amount_reconciliation": "Per mapping, originals migrated and reposts agree in count and total amount; a "
+                                   "completed run's journal agrees with the rows and left no candidate behind.",
     "v2_code_matches_mapping": "Every repost carries the v2 code its mapping gives and passes HERA's strict pattern.",
     "lines_preserved": "Every repost line equals its original line (amounts, accounts, sides; mapped line codes).",
     "closed_period_untouched": "Nothing of the run lies in or is dated into a closed fiscal period.",
@@ -71,14 +74,27 @@ class Resolved:
     families: list[str] = field(default_factory=list)
     pre_codes: list[str] = field(default_factory=list)
     expected_codes: list[str] = field(default_factory=list)
+    # every code of the organisation the spec maps (role 'candidate'): what the run resolved its mappings against
+    cand_v1_codes: list[str] = field(default_factory=list)
+    cand_tiers: list[str] = field(default_factory=list)
+    cand_labels: list[str] = field(default_factory=list)
 
     @classmethod
     def build(cls, spec: Spec, rows: Iterable[tuple[str | None, str | None, str | None]]) -> Resolved:
         """rows: (role, family, code) from validate/run_codes."""
         out = cls()
         seen: set[str] = set()
+        candidates: set[str] = set()
         for role, family, code in rows:
             if code is None:
+                continue
+            if role == KEYS["role_candidate"]:
+                cand = spec.resolve(code)
+                if cand is not None and cand.source not in candidates:
+                    candidates.add(cand.source)
+                    out.cand_v1_codes.append(cand.source)
+                    out.cand_tiers.append(cand.mapping.tier)
+                    out.cand_labels.append(cand.mapping.label)
                 continue
             if role == contract.ROLE_ENTITY:
                 model = getattr(spec.entities, family or "", None)
@@ -103,32 +119,13 @@ class Resolved:
     def from_spec(cls, spec: Spec) -> Resolved:
         """For review without a database: the exact (`from`) mappings and remaps only."""
         rows: list[tuple[str | None, str | None, str | None]] = [
-            ("original", None, m.from_) for m in spec.mappings if m.from_ is not None]
+            (role, None, m.from_) for m in spec.mappings if m.from_ is not None
+            for role in ("original", KEYS["role_candidate"])]
         for family in ("posting_rules", "fiscal_periods"):
             model = getattr(spec.entities, family)
             if model is not None:
                 rows += [(contract.ROLE_ENTITY, family, r.from_) for r in model.smart_codes if r.from_ is not None]
         return cls.build(spec, rows)
-
-
-def override_params(spec: Spec) -> dict[str, list[Any]]:
-    """Every mapping's line overrides as parallel arrays; `match` globs become anchored regexes applied to the
-    line code in HERA's normal form (what Mapping.line_code does in Python)."""
-    out: dict[str, list[Any]] = {"ov_mapping": [], "ov_ord": [], "ov_side": [], "ov_type": [], "ov_pattern": [],
-                                 "ov_to": []}
-    for index, mapping in enumerate(spec.mappings):
-        for ord_, override in enumerate(mapping.lines):
-            pattern = None
-            if override.match is not None:
-                glob, _ = codes.parse_glob(override.match)
-                pattern = f"^(?:{glob.regex().pattern})$" if glob is not None else "^$"
-            out["ov_mapping"].append(index)
-            out["ov_ord"].append(ord_)
-            out["ov_side"].append(override.side)
-            out["ov_type"].append(override.line_type)
-            out["ov_pattern"].append(pattern)
-            out["ov_to"].append(codes.normalize(override.to))
-    return out
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -173,7 +170,7 @@ def transform_params(spec: Spec) -> str:
     return dumps(rows)
 
 
-def params_for(check: CheckDef, spec: Spec, resolved: Resolved) -> dict[str, Any]:
+def params_for(check: CheckDef, spec: Spec, resolved: Resolved, run_id: str = REVIEW_RUN_ID) -> dict[str, Any]:
     """The template context of one built-in check beyond the run, organisation and KEYS."""
     p = check.params
     if check.id in ("gl_balanced", "reversal_nets_to_zero"):
@@ -182,7 +179,8 @@ def params_for(check: CheckDef, spec: Spec, resolved: Resolved) -> dict[str, Any
         return {"tolerance": Decimal(str(p.get("tolerance", "0"))), "by_currency": bool(p.get("by_currency", True))}
     if check.id == "count_amount_reconciliation":
         return {"amount_tolerance": Decimal(str(p.get("amount_tolerance", "0"))), "v1_codes": resolved.v1_codes,
-                "labels": resolved.labels}
+                "labels": resolved.labels, "cand_v1_codes": resolved.cand_v1_codes, "cand_tiers": resolved.cand_tiers,
+                "cand_labels": resolved.cand_labels, "scope": scope_params(spec), "guard": run_guard(run_id)}
     if check.id in ("v2_code_matches_mapping", "alias_only_metadata"):
         return {"v1_codes": resolved.v1_codes, "v2_codes": resolved.v2_codes, "labels": resolved.labels,
                 "tiers": resolved.tiers}
@@ -205,7 +203,7 @@ def params_for(check: CheckDef, spec: Spec, resolved: Resolved) -> dict[str, Any
 def statement(check: CheckDef, spec: Spec, run_id: str, resolved: Resolved, *, org_id: str | None = None,
               org_ids: list[str] | None = None) -> Statement:
     """The compiled statement of built-in `check` for one organisation (record/aggregate) or all (system)."""
-    context: dict[str, Any] = {**KEYS, "run_id": run_id, **params_for(check, spec, resolved)}
+    context: dict[str, Any] = {**KEYS, "run_id": run_id, **params_for(check, spec, resolved, run_id)}
     if check.level == "system":
         context["org_ids"] = list(org_ids or ([org_id] if org_id else []))
     else:
