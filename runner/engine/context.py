@@ -22,12 +22,18 @@ from runner.compile import Statement, render
 from runner.spec import codes
 from runner.spec.model import Spec
 
-RUN_ID_PATTERN = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+RUN_ID_PATTERN = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}\Z")  # not "." or "..": it names reports/<id>/
 QUARANTINE_PREFIX = "quarantine:"
 ADVISORY_LOCK_CLASS = 0x4845_5241  # "HERA": the namespace of the per-organisation advisory lock
 
 # Per migration transaction (DESIGN §7: no parallel plans where gen_random_uuid() runs).
-LOCK_TIMEOUT = "2s"
+# The lock timeout stays well below PostgreSQL's deadlock_timeout (1 s): hera_txn_reverse_v1 inserts the -REV twin
+# before it locks the original, a chunk locks its originals before it inserts their twins, so a v1 reverse that
+# arrives mid-chunk can close a cycle. Whoever waited first is aborted by the deadlock check, and that is the v1
+# request; a migration that gives up its wait sooner is aborted instead (55P03, transient: the chunk is retried)
+# and the v1 request goes through (tests/integration/test_faults_contention.py). Chunks never wait for candidate
+# rows (SKIP LOCKED), so the short timeout costs nothing otherwise.
+LOCK_TIMEOUT = "200ms"
 STATEMENT_TIMEOUT = "60s"
 
 # Constants the templates bind (keys of JSON written into HERA, patterns, reasons).

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from runner.db.connect import connect
-from runner.engine import alias, entities_hook, journal, repost
+from runner.engine import alias, entities_hook, faults, journal, repost
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
 from runner.engine.context import (
     ADVISORY_LOCK_CLASS,
@@ -36,6 +36,7 @@ from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, Throttle
 from runner.engine.results import TIERS, OrgRunResult
 from runner.engine.retry import RetriesExhausted, backoff_seconds, is_transient, pause
 from runner.engine.window import Gate
+from runner.errors import DatabaseError
 from runner.spec.model import Spec
 
 ChunkFn = Callable[..., ChunkOutcome]
@@ -213,6 +214,7 @@ class OrgRunner:
                 size = max(1, min(self.throttle.batch_size(self.s.batch_size), self._adaptive_size(tier)))
                 part = pending[pos:pos + size]
                 pos += size
+                faults.point("between_chunks")
                 handled += self._chunk(tier, part, exclude_quarantined).handled
             # After the first pass a quarantined candidate is not retried again in this invocation.
             exclude_quarantined, first_pass = True, False
@@ -242,10 +244,12 @@ class OrgRunner:
                                counters={counter: len(outcome.done), "chunks": 1},
                                values={"status": "running", "phase": tier, "last_chunk_at": journal.now()})
             self.hooks.before_commit(conn, ChunkInfo(info.organization_id, tier, info.chunk, tuple(outcome.done)))
+            faults.point("chunk_before_commit")
             return outcome
 
         t0 = time.monotonic()
         outcome: ChunkOutcome = self.transaction(work)
+        faults.point("chunk_after_commit")
         self._chunk_time(tier, time.monotonic() - t0)
         self.last_chunk[tier] = (len(ids), time.monotonic() - t0)
         self.hooks.after_commit(ChunkInfo(info.organization_id, tier, info.chunk, tuple(outcome.done)))
@@ -278,7 +282,15 @@ class OrgRunner:
         retries = self.spec.execution.retries
         attempt = 0
         while True:
-            conn = self._db()
+            try:
+                conn = self._db()
+            except DatabaseError:  # the server is away (a restart, a failover): reconnecting is retried like
+                attempt += 1  # a lost connection is, with the same back-off
+                self.session["retries"] += 1
+                if attempt > retries.max:
+                    raise
+                pause(backoff_seconds(retries, attempt), self.stop)
+                continue
             try:
                 with conn.transaction():
                     self.sql.execute(conn, "run/session", lock_timeout=LOCK_TIMEOUT,

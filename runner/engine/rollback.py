@@ -20,7 +20,7 @@ import psycopg
 
 from runner import contract
 from runner.db.connect import connect
-from runner.engine import entities_hook, journal
+from runner.engine import entities_hook, faults, journal
 from runner.engine.context import (
     ADVISORY_LOCK_CLASS,
     LOCK_TIMEOUT,
@@ -175,6 +175,7 @@ def _loop(o: _Org, role: str, ids: list[str], batch: int, sink: ProgressSink, ho
             o.chunk += 1
             info = ChunkInfo(o.j.organization_id, "rollback", o.chunk, tuple(part))
             delta: _Delta = _transaction(o, lambda c, p=part, i=info: _chunk(o, c, role, p, hooks, i))
+            faults.point("rollback_after_commit")
             hooks.after_commit(info)
             _apply(o, delta)
             handled += delta.handled
@@ -211,6 +212,7 @@ def _chunk(o: _Org, conn: psycopg.Connection[Any], role: str, ids: list[str], ho
            info: ChunkInfo) -> _Delta:
     delta = _originals(o, conn, ids) if role == "original" else _aliases(o, conn, ids)
     hooks.before_commit(conn, info)
+    faults.point("rollback_before_commit")
     return delta
 
 
