@@ -1,7 +1,11 @@
 """index.html: the validation report, rendered ONLY from results.json (no database, no network, no assets).
 
 `render_report(results_json)` is `hera-migrate report RUN_ID`: it re-renders index.html beside results.json from
-that file alone, so the page an auditor reads always agrees with the source of truth.
+that file alone, so the page an auditor reads always agrees with the source of truth. One self-contained file:
+inline CSS and inline SVG charts (runner.report.charts), no script, nothing fetched.
+
+`render_live_html(interim)` is the page `run` shows while it works (runner.report.live): an interim results dict of
+the same shape plus a `live` block; it reloads itself until the validation's page replaces it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from runner.report import charts
+from runner.report.charts import fmt_seconds
 
 _env = Environment(loader=PackageLoader("runner.report", "templates"), undefined=StrictUndefined,
                    autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
@@ -28,7 +35,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _seconds(value: Any) -> str:
+    return "–" if value is None else fmt_seconds(float(value))
+
+
 _env.filters["fmt"] = _fmt
+_env.filters["seconds"] = _seconds
+_env.globals["charts"] = charts
 
 
 def render_results_html(results: dict[str, Any]) -> str:
@@ -40,9 +53,14 @@ def render_results_html(results: dict[str, Any]) -> str:
         tables=sorted({t for cls in ("expected", "unexpected", "concurrent") for t in results["diff"][cls]}))
 
 
+def render_live_html(interim: dict[str, Any]) -> str:
+    """The live page of a run in progress (runner.report.live.interim_results)."""
+    return _env.get_template("live.html.j2").render(r=interim, live=interim["live"])
+
+
 def render_report(results_json: Path) -> Path:
     """Re-render index.html next to `results_json` from that file alone; returns the HTML path."""
+    from runner.report.live import write_atomic
+
     results = json.loads(results_json.read_text(encoding="utf-8"))
-    html = results_json.with_name("index.html")
-    html.write_text(render_results_html(results), encoding="utf-8")
-    return html
+    return write_atomic(results_json.with_name("index.html"), render_results_html(results))

@@ -4,8 +4,9 @@ Inputs it reads leniently (both may be absent):
 - run_result: `RunResult.as_dict()` of `run`, or `RunStatus.as_dict()` of `status` (runner.engine.results):
   run status, started_at/finished_at, per-organisation candidates/migrated/aliased/quarantined, seconds per phase,
   last_chunk_at; organisations' `conflicts` (rollback) mark records REQUIRES_REVIEW.
-- performance: {records_per_second?, phases?: {name: seconds}, latency?: {baseline: {...}, during: {...}}} where a
-  latency block carries p50_ms/p95_ms/p99_ms (or p50/p95/p99, milliseconds), requests and failures.
+- performance: {records_per_second?, phases?: {name: seconds}, latency?: {baseline: {...}, during: {...}},
+  timeline?: [{t, done, rate}]} where a latency block carries p50_ms/p95_ms/p99_ms (or p50/p95/p99, milliseconds),
+  requests and failures, and timeline is the run's throughput series (runner.report.live.ThroughputRecorder).
 """
 
 from __future__ import annotations
@@ -151,10 +152,31 @@ def performance_section(performance: dict[str, Any] | None, run_result: dict[str
     latency = perf.get("latency") if isinstance(perf.get("latency"), dict) else None
     baseline = latency.get("baseline") if latency else None
     during = latency.get("during") if latency else None
-    return {"records_per_second": None if rps is None else round(rps, 3), "phases": all_phases,
-            "latency": {"baseline": baseline if isinstance(baseline, dict) else None,
-                        "during": during if isinstance(during, dict) else None} if latency else None,
-            "impact_pct": alerting.impact_pct(_p95(baseline), _p95(during))}
+    out: dict[str, Any] = {
+        "records_per_second": None if rps is None else round(rps, 3), "phases": all_phases,
+        "latency": {"baseline": baseline if isinstance(baseline, dict) else None,
+                    "during": during if isinstance(during, dict) else None} if latency else None,
+        "impact_pct": alerting.impact_pct(_p95(baseline), _p95(during))}
+    timeline = timeline_points(perf.get("timeline"))
+    if timeline is not None:
+        out["timeline"] = timeline
+    return out
+
+
+def timeline_points(value: Any) -> list[dict[str, Any]] | None:
+    """The caller's throughput series as results.json writes it: [{t, done, rate}] with t and rate as numbers
+    (seconds; candidates per second) and done an integer, in time order; None when absent or malformed."""
+    if not isinstance(value, list):
+        return None
+    points = []
+    for point in value:
+        if not isinstance(point, dict):
+            return None
+        t, done, rate = _num(point.get("t")), _num(point.get("done")), _num(point.get("rate"))
+        if t is None or done is None or rate is None or t < 0 or done < 0 or rate < 0:
+            return None
+        points.append({"t": round(t, 3), "done": int(done), "rate": round(rate, 3)})
+    return sorted(points, key=lambda p: float(p["t"]))
 
 
 def continuity(performance: dict[str, Any]) -> dict[str, Any]:
