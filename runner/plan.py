@@ -48,6 +48,8 @@ class OrgPlan:
     codes: list[CodePlan] = field(default_factory=list)
     unmapped: dict[str, int] = field(default_factory=dict)
     entities: dict[str, dict[str, int]] = field(default_factory=dict)
+    orphan_lines: int = 0  # lines whose header does not exist: never migrated, reported
+    orphan_transaction_ids: list[str] = field(default_factory=list)  # up to 10 of the missing headers' ids
     estimate_seconds: float = 0.0
 
     def candidates(self, tier: str | None = None) -> int:
@@ -128,6 +130,7 @@ def statements(spec: Spec, org_ids: list[str], codes: list[str]) -> list[Stateme
                if entity.posting_rules else [],
                fiscal_period_types=[t.lower() for t in entity.fiscal_periods.entity_types]
                if entity.fiscal_periods else []),
+        render("plan/orphan_lines", org_ids=org_ids),
     ]
 
 
@@ -151,9 +154,10 @@ def build_plan(dsn: str, spec: Spec, requested_orgs: tuple[str, ...] = (),
             org_ids = [o for o, _ in orgs]
             codes_stmt = render("plan/codes", org_ids=org_ids)
             code_rows = _run(conn, codes_stmt)
-            _, candidates_stmt, entities_stmt = statements(spec, org_ids, [r[1] for r in code_rows])
+            _, candidates_stmt, entities_stmt, orphans_stmt = statements(spec, org_ids, [r[1] for r in code_rows])
             rows = _run(conn, candidates_stmt)
             entity_rows = _run(conn, entities_stmt)
+            orphan_rows = _run(conn, orphans_stmt)
     plans = {oid: OrgPlan(organization_id=oid, organization_code=code) for oid, code in orgs}
     by_code: dict[tuple[str, str], CodePlan] = {}
     for org_id, v1_code, tier, v2_code, mapping_id, outcome, headers, amount in rows:
@@ -176,6 +180,9 @@ def build_plan(dsn: str, spec: Spec, requested_orgs: tuple[str, ...] = (),
     families: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     for org_id, family, status, count in entity_rows:
         families[str(org_id)][family][status or "unknown"] = count
+    for org_id, lines, txn_ids in orphan_rows:
+        plans[str(org_id)].orphan_lines = int(lines)
+        plans[str(org_id)].orphan_transaction_ids = list(txn_ids)
     for org in plans.values():
         org.entities = {k: dict(v) for k, v in families[org.organization_id].items()}
         if spec.entities.organization_config is not None:
@@ -199,6 +206,9 @@ def render_text(plan: Plan) -> str:
             out.append(f"  {c.v1_code:<48} {c.tier:<15} {c.candidates:>10,}  {skipped}")
         for code, n in sorted(org.unmapped.items()):
             out.append(f"  {code:<48} {'UNMAPPED':<15} {n:>10,}  (no mapping covers this v1 code)")
+        if org.orphan_lines:
+            out.append(f"  LINES WITHOUT A HEADER: {org.orphan_lines:,} (never migrated; missing header ids, up to "
+                       f"10: {', '.join(org.orphan_transaction_ids)})")
         for family, counts in sorted(org.entities.items()):
             out.append(f"  entities {family}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
     out.append(f"plan took {plan.seconds:.2f}s (read-only); estimate basis: "

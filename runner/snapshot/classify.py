@@ -22,6 +22,7 @@ from runner.snapshot.rules import (
     REPOST_COPIED,
     TWIN_COPIED,
     checked,
+    conc,
     copied,
     exp,
     only,
@@ -115,10 +116,21 @@ def _transactions(cols: dict[str, str]) -> tuple[str, str]:
         CASE WHEN ro.repost_id IS DISTINCT FROM p.id
              THEN 'its original''s migration.repost_id does not point back' END])""",
                       "v2 repost of an original of this run")
+    new_original = f"""CASE WHEN len(problems([
+        CASE WHEN a.transaction_status IS DISTINCT FROM 'reversed' THEN 'transaction_status is not reversed' END,
+        CASE WHEN o.reversal_id IS NULL THEN 'metadata.reversal_id missing' END,
+        CASE WHEN a.updated_by IS DISTINCT FROM {ACTOR} THEN 'updated_by is not the migration actor' END,
+        CASE WHEN js(d.pre_metadata) IS DISTINCT FROM js(d.base_original)
+             THEN 'metadata.migration.pre.metadata is not its metadata without the run''s keys' END,
+        CASE WHEN orp.id IS NULL THEN 'its repost (migration.repost_id) is not a new repost of this original' END,
+        CASE WHEN otw.id IS NULL THEN 'its reversal (metadata.reversal_id) is not a new -REV twin of it' END])) = 0
+        THEN {conc("inserted by another actor during the run, then reversed and reposted by this run")}
+        ELSE {unexp("inserted by another actor during the run; migrated by this run inconsistently")} END"""
     outcome = f"""CASE p.kind
         WHEN 'inserted' THEN CASE
             WHEN tw.id IS NOT NULL THEN {twin}
             WHEN rp.id IS NOT NULL THEN {repost}
+            WHEN no.id IS NOT NULL THEN {new_original}
             WHEN mk.id IS NOT NULL THEN {NEW_MARKED}
             {CONCURRENT_WRITE}
             ELSE {unexp("inserted by the migration actor but not a repost or -REV twin of this run")} END
@@ -135,12 +147,12 @@ def _transactions(cols: dict[str, str]) -> tuple[str, str]:
     joins = """LEFT JOIN after_jsonb_derived d ON d.table_name = 'universal_transactions' AND d.id = p.id
         LEFT JOIN d_twin tw ON tw.id = p.id AND tw.is_new
         LEFT JOIN d_orig tor ON tor.id = tw.original_id
-        LEFT JOIN before_universal_transactions ob ON ob.id = tw.original_id
+        LEFT JOIN d_ref_txn ob ON ob.id = tw.original_id
         LEFT JOIN d_lines_per_txn la ON la.label = 'after' AND la.transaction_id = tw.id
         LEFT JOIN d_lines_per_txn lb ON lb.label = 'before' AND lb.transaction_id = tw.original_id
         LEFT JOIN d_repost rp ON rp.id = p.id AND rp.is_new
         LEFT JOIN d_orig ro ON ro.id = rp.original_txn_id
-        LEFT JOIN before_universal_transactions rob ON rob.id = rp.original_txn_id
+        LEFT JOIN d_ref_txn rob ON rob.id = rp.original_txn_id
         LEFT JOIN d_lines_per_txn rla ON rla.label = 'after' AND rla.transaction_id = rp.id
         LEFT JOIN d_lines_per_txn rlb ON rlb.label = 'before' AND rlb.transaction_id = rp.original_txn_id
         LEFT JOIN d_marked mk ON mk.id = p.id
@@ -148,6 +160,7 @@ def _transactions(cols: dict[str, str]) -> tuple[str, str]:
         LEFT JOIN d_repost orp ON orp.id = o.repost_id AND orp.original_txn_id = o.id AND orp.is_new
         LEFT JOIN d_twin otw ON otw.id = o.reversal_id AND otw.original_id = o.id AND otw.is_new
         LEFT JOIN d_alias al ON al.id = p.id
+        LEFT JOIN d_new_orig no ON no.id = p.id
         LEFT JOIN d_touched t ON t.id = p.id"""
     return outcome, joins
 
@@ -174,6 +187,8 @@ def _lines(cols: dict[str, str]) -> tuple[str, str]:
         WHEN 'inserted' THEN CASE
             WHEN rp.id IS NOT NULL THEN {repost_line}
             WHEN tw.id IS NOT NULL THEN {twin_line}
+            WHEN nl.id IS NOT NULL AND a.created_by IS DISTINCT FROM {ACTOR}
+                 THEN {conc("line of a transaction another actor inserted during the run")}
             WHEN t.id IS NOT NULL THEN {unexp("line added to a transaction of this run")}
             {CONCURRENT_WRITE}
             ELSE {unexp("inserted by the migration actor outside the transactions of this run")} END
@@ -187,8 +202,9 @@ def _lines(cols: dict[str, str]) -> tuple[str, str]:
         END"""
     joins = """LEFT JOIN d_repost rp ON rp.id = a.transaction_id AND rp.is_new
         LEFT JOIN d_twin tw ON tw.id = a.transaction_id AND tw.is_new
-        LEFT JOIN before_universal_transaction_lines o
+        LEFT JOIN d_ref_lines o
                ON o.transaction_id = coalesce(tw.original_id, rp.original_txn_id) AND o.line_number = a.line_number
+        LEFT JOIN d_new_orig nl ON nl.id = a.transaction_id
         LEFT JOIN d_touched t ON t.id = a.transaction_id
         LEFT JOIN d_touched tb ON tb.id = b.transaction_id"""
     return outcome, joins

@@ -57,7 +57,12 @@ EXPECTED — explained by run R:
 
 CONCURRENT — not this run's doing: a row inserted or updated by another actor (written by ≠ A) that is not a
 row of R (not marked, not a twin/repost/original of R or a line of one, not R's journal, not a dynamic field
-of an entity of R); a deleted row that R did not depend on and that A never wrote.
+of an entity of R); a deleted row that R did not depend on and that A never wrote. Also concurrent: an original
+another actor inserted during the run (not in `before`, created_by ≠ A) that R's re-scan then migrated, when R left
+it consistent (status "reversed", reversal_id present, updated_by A, `migration.pre.metadata` = its metadata
+without R's and HERA's reversal keys, a new repost and twin of it), and that original's own lines. Its twin and
+repost are judged by E1/E2/E5/E6 against the original as R found it (its after row with that metadata) in place
+of a before row.
 
 A row inserted by the run and then changed by anyone is judged by its final state, so a twin or repost edited
 afterwards fails E1/E2/E5/E6 and is unexpected.

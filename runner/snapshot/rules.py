@@ -56,7 +56,7 @@ def context() -> list[str]:
                    a.id NOT IN (SELECT id FROM before_universal_transactions) AS is_new
               FROM after_universal_transactions a WHERE mig(a.metadata, 'run_id') = {RUN}""",
         f"""CREATE OR REPLACE TEMP TABLE d_orig AS SELECT * FROM d_marked
-             WHERE role = {ql(contract.ROLE_ORIGINAL)} AND reversal_of IS NULL AND NOT is_new""",
+             WHERE role = {ql(contract.ROLE_ORIGINAL)} AND reversal_of IS NULL""",
         f"CREATE OR REPLACE TEMP TABLE d_repost AS SELECT * FROM d_marked WHERE role = {ql(contract.ROLE_REPOST)}",
         f"CREATE OR REPLACE TEMP TABLE d_alias AS SELECT * FROM d_marked WHERE role = {ql(contract.ROLE_ALIAS)}",
         f"""CREATE OR REPLACE TEMP TABLE d_twin AS
@@ -69,12 +69,28 @@ def context() -> list[str]:
               UNION ALL SELECT mig_reversal_id FROM d_marked UNION ALL SELECT id FROM d_twin
               UNION ALL SELECT id FROM before_universal_transactions b WHERE mig(b.metadata, 'run_id') = {RUN})
              WHERE id IS NOT NULL""",
+        # Originals another actor inserted during the run (not in `before`) that the run's re-scan migrated:
+        # their rows as they were when the run reversed them (metadata without the run's and HERA's reversal keys)
+        # stand in for the before rows their twin and repost are checked against.
+        f"""CREATE OR REPLACE TEMP TABLE d_new_orig AS
+            SELECT o.id FROM d_orig o JOIN after_universal_transactions a ON a.id = o.id
+             WHERE o.is_new AND a.created_by IS DISTINCT FROM {ACTOR}""",
+        """CREATE OR REPLACE TEMP VIEW d_ref_txn AS
+            SELECT * FROM before_universal_transactions
+            UNION ALL BY NAME
+            SELECT a.* REPLACE (CAST(d.base_original AS JSON) AS metadata)
+              FROM after_universal_transactions a JOIN d_new_orig n ON n.id = a.id
+              LEFT JOIN after_jsonb_derived d ON d.table_name = 'universal_transactions' AND d.id = a.id""",
+        """CREATE OR REPLACE TEMP VIEW d_ref_lines AS
+            SELECT * FROM before_universal_transaction_lines
+            UNION ALL BY NAME
+            SELECT l.* FROM after_universal_transaction_lines l JOIN d_new_orig n ON n.id = l.transaction_id""",
         """CREATE OR REPLACE TEMP TABLE d_lines_per_txn AS
             SELECT 'after' AS label, transaction_id, count(*) AS n FROM after_universal_transaction_lines
              WHERE transaction_id IN (SELECT id FROM d_twin UNION ALL SELECT id FROM d_repost)
              GROUP BY transaction_id
             UNION ALL
-            SELECT 'before', transaction_id, count(*) FROM before_universal_transaction_lines
+            SELECT 'before', transaction_id, count(*) FROM d_ref_lines
              WHERE transaction_id IN (SELECT original_id FROM d_twin UNION ALL SELECT original_txn_id FROM d_repost)
              GROUP BY transaction_id""",
         f"""CREATE OR REPLACE TEMP TABLE d_journal AS
