@@ -29,7 +29,67 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
-def bench(session: nox.Session) -> None:
-    """Benchmarks: `nox -s bench -- --sizes small,medium,enterprise` (default: small,medium)."""
+def faults(session: nox.Session) -> None:
+    """The fault-and-abuse suite (tests/faults, several minutes): a crash storm on a medium org, server restarts,
+    v1 contention, hostile input, bad source data, RLS isolation. Prints the summary table and writes
+    reports/faults/summary.json. `-- -k storm` narrows it; HERA_FAULTS_SIZE=small shrinks the crash storm."""
     session.install("-e", ".[dev]")
+    session.run("pytest", "tests/faults", "-q", "-p", "no:cacheprovider", "--timeout", "1800", *session.posargs,
+                env={"HERA_FAULTS": "1"})
+
+
+@nox.session(python=PYTHON)
+def proofs(session: nox.Session) -> None:
+    """The slow proofs kept out of the default run: every planted defect caught and a clean medium run with zero
+    failures (HERA_SLOW=1 enables the medium cases of tests/integration/test_defects.py)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "tests/integration/test_defects.py", "-q", *session.posargs, env={"HERA_SLOW": "1"})
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: `nox -s bench -- --sizes small,medium,enterprise` (default: small,medium).
+
+    Installs the `bench` extra (reladiff, for the diff comparison); without it the bench says so and goes on."""
+    session.install("-e", ".[dev,bench]")
     session.run("python", "-m", "runner.bench", *session.posargs)
+
+
+def _org_session(session: nox.Session, size: str) -> None:
+    """Fresh embedded server → generate the org → run the Phase 7 spec under v1 load (baseline, auto-throttle)
+    → validate → rollback rehearsal → reports/<size>/. Extra arguments go to runner.load.sessions (e.g.
+    `-- --users 20 --baseline 60`)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "runner.load.sessions", "org", "--size", size, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def small(session: nox.Session) -> None:
+    """The small org end to end under load (about a minute)."""
+    _org_session(session, "small")
+
+
+@nox.session(python=PYTHON)
+def medium(session: nox.Session) -> None:
+    """The medium org (50k transactions) end to end under load (several minutes on 2 cores)."""
+    _org_session(session, "medium")
+
+
+@nox.session(python=PYTHON)
+def enterprise(session: nox.Session) -> None:
+    """The enterprise org (500k transactions) end to end under load (long: the engine's tier-2 rate decides)."""
+    _org_session(session, "enterprise")
+
+
+@nox.session(python=PYTHON)
+def load(session: nox.Session) -> None:
+    """The auto-throttle's trade-off: the same org migrated without and with it under the same v1 load (default
+    medium, the load bounded to 10 min per variant: ~20-30 min on 2 cores; `-- --size small` for a quick look).
+    Writes reports/load/tradeoff.json and both variants' reports."""
+    session.install("-e", ".[dev]")
+    args = list(session.posargs)
+    if not any(a.startswith("--size") for a in args):
+        args += ["--size", "medium"]
+    if not any(a.startswith("--max-during") for a in args):
+        args += ["--max-during", "600"]
+    session.run("python", "-m", "runner.load.sessions", "tradeoff", *args)

@@ -312,13 +312,99 @@ def report_cmd(run_id: str, report_dir: Path | None) -> int:
     return pipeline.report(run_id, report_dir, _console())
 
 
-@cli.command("load", context_settings={"ignore_unknown_options": False})
-@click.option("--during", "during_run", default=None, metavar="RUN_ID", help="Load alongside this run.")
-@click.option("--users", type=click.IntRange(1, 1000), default=None, help="Simulated v1 users.")
-@click.option("--duration", type=click.IntRange(1, 86_400), default=None, help="Seconds per phase.")
-def load_cmd(during_run: str | None, users: int | None, duration: int | None) -> None:
-    """Locust load on HERA's v1 paths: a baseline phase, then during a run."""
-    _not_yet("load")
+@cli.command("load")
+@click.option("--spec", "spec", type=click.Path(path_type=Path), default=None,
+              help="Run this spec under the load: baseline first, then the same load while `run` executes.")
+@click.option("--during", "during_run", default=None, metavar="RUN_ID",
+              help="Load alongside RUN_ID, run by another process (start it after the baseline).")
+@click.option("--users", type=click.IntRange(1, 1000), default=10, show_default=True, help="Simulated v1 users.")
+@click.option("--rate", type=click.FloatRange(0.1, 1000), default=5.0, show_default=True,
+              help="Requests per second per user (constant throughput).")
+@click.option("--duration", type=click.IntRange(1, 86_400), default=30, show_default=True,
+              help="Seconds of baseline (v1 load alone); the during phase lasts as long as the migration.")
+@click.option("--warmup", type=click.IntRange(0, 3600), default=5, show_default=True,
+              help="Seconds of load discarded before the baseline.")
+@click.option("--throttle/--no-throttle", default=True, show_default=True,
+              help="Auto-throttle the migration to the spec's execution.throttle bound (when the spec enables it).")
+@click.option("--check-interval", type=click.FloatRange(0.1, 3600), default=None,
+              help="Throttle check interval in seconds (default: the spec's check_interval_seconds).")
+@click.option("--emit-status", type=click.Choice(["pending", "posted"]), default="pending", show_default=True,
+              help="Status of the sales the load emits (posted ones become migration candidates).")
+@click.option("--after", "after_seconds", type=click.IntRange(0, 3600), default=0, show_default=True,
+              help="With --spec: seconds of the same load after the migration ends (what stays slower).")
+@click.option("--max-during", type=click.IntRange(10, 86_400), default=3600, show_default=True,
+              help="Longest the load runs during the migration (the load generator stops by itself then).")
+@click.option("--wait", "wait_seconds", type=click.IntRange(1, 86_400), default=600, show_default=True,
+              help="With --during: how long to wait for the run to start.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the simulated users.")
+@org_option
+@click.option("--run-id", default=None, help="With --spec: the run id (default: generated).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="With --spec: parallel workers.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None, help="With --spec: chunk size.")
+@click.option("--now", is_flag=True, help="With --spec: ignore the spec's off-peak window.")
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Reports (default reports/RUN_ID, or reports/load without a run).")
+@click.pass_context
+def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, users: int, rate: float, duration: int,
+             warmup: int, throttle: bool, check_interval: float | None, emit_status: str, after_seconds: int,
+             max_during: int,
+             wait_seconds: int, seed: int, orgs: tuple[str, ...], run_id: str | None, workers: int | None,
+             batch_size: int | None, now: bool, report_dir: Path | None) -> int:
+    """Locust load on HERA's v1 paths: a baseline phase, then during a run (--spec, or --during RUN_ID).
+
+    Per task and overall: requests/s, p50/p95/p99 (from raw µs), error rate, and the degradation during the run;
+    into results.json (performance), the HTML report and its alerts, plus load.json/load.html. Exit 1 when a
+    critical check or alert fired or a v1 request failed because of the migration (lock timeout, deadlock,
+    serialization, statement timeout); those must be zero.
+    """
+    from runner import pipeline
+    from runner.load.generator import LoadSettings
+    from runner.load.session import (
+        LoadPlan,
+        alongside,
+        baseline_only,
+        exit_code,
+        wait_for_results,
+        with_run,
+        write_outputs,
+    )
+
+    if spec is not None and during_run is not None:
+        raise UsageError("give --spec (run it here under load) or --during RUN_ID (another process runs it), not both")
+    dsn = pipeline.need_dsn(_options(ctx).dsn, "load")
+    console = _console()
+    plan = LoadPlan(settings=LoadSettings(users=users, spawn_rate=float(users), rate_per_user=rate,
+                                          org=orgs[0] if orgs else None, emit_status=emit_status, seed=seed),
+                    baseline_seconds=float(duration), warmup_seconds=float(warmup),
+                    max_during_seconds=float(max_during), throttle=throttle, check_interval=check_interval,
+                    after_seconds=float(after_seconds))
+    if spec is None and during_run is None:
+        out = report_dir or pipeline.REPORTS / "load"
+        measured = baseline_only(dsn, plan, out, console)
+        paths = write_outputs(measured, out)
+        console.print(f"load report: {paths['html'].resolve()}")
+        return 0
+    if during_run is not None:
+        import json
+
+        from runner.validate import validate_run
+
+        out = pipeline.report_dir_for(during_run, report_dir)
+        measured = alongside(dsn, during_run, plan, out, console, wait_seconds=float(wait_seconds))
+        run_spec = pipeline.spec_of_run(dsn, during_run)
+        wait_for_results(out / "results.json", measured.windows["during"][1])
+        snapshot = out / pipeline.SNAPSHOT_FILE
+        outcome = validate_run(dsn, run_spec, during_run, report_dir=out,
+                               snapshot_path=snapshot if snapshot.exists() else None,
+                               performance=measured.performance())
+        console.print(pipeline.verdict_line(json.loads(outcome.results_path.read_text(encoding="utf-8")),
+                                            outcome.html_path))
+        return exit_code(outcome.exit_code, measured.performance(), console)
+    assert spec is not None
+    opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, now=now,
+                               report_dir=report_dir)
+    outcome, _hook = with_run(dsn, spec, opts, plan, console)
+    return exit_code(outcome.exit_code, outcome.results.get("performance") or {}, console)
 
 
 # --- demo ----------------------------------------------------------------------------------------------------

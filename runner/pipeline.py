@@ -3,6 +3,11 @@ them: before-snapshot → migrate → after-snapshot + diff + checks → results
 
 Everything returns the documented exit code (0 fine, 1 a critical check failed or a critical alert fired);
 failures the operator must act on raise a HarnessError subclass with a hint (exit 2 or 3).
+
+While `run` works, reports/<run_id>/index.html is a live dashboard (runner.report.live): re-rendered every few
+seconds from a background thread with the progress so far and the journal's counters, reloading itself, until
+the validation writes results.json and the final page rendered from it. The engine's progress goes through a
+ThroughputRecorder, whose time series becomes results.json's performance.timeline.
 """
 
 from __future__ import annotations
@@ -12,15 +17,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
 
 from runner.db.connect import connect
+from runner.engine import faults
 from runner.engine.results import RollbackResult
 from runner.errors import EXIT_OK, DataError, UsageError
+from runner.report.live import LiveReport, ThroughputRecorder
 from runner.spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from runner.engine.hooks import Throttle
 
 REPORTS = Path("reports")
 SNAPSHOT_FILE = "snapshots.duckdb"
@@ -53,6 +63,7 @@ class RunOptions:
     retry_quarantined: bool = False
     now: bool = False
     report_dir: Path | None = None
+    live_seconds: float | None = 3.0  # re-render the live index.html this often while running; None: no dashboard
 
 
 @dataclass
@@ -64,7 +75,19 @@ class RunOutcome:
     results: dict[str, Any]
 
 
-def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progress: bool = True) -> RunOutcome:
+class LoadHook(Protocol):
+    """A v1 load running alongside (runner.load.session): told when the migrate phase starts and ends; its
+    measurements join the performance section of results.json."""
+
+    def migrating(self) -> None: ...
+
+    def migrated(self, result: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progress: bool = True,
+        throttle: Throttle | None = None, load: LoadHook | None = None) -> RunOutcome:
+    """`throttle` paces the chunks (none given: one is built when a `load --during` process shares its live v1
+    latency through the report directory, see runner.load.shared); `load` is a load session around the run."""
     from runner.engine import new_run_id, run_migration
     from runner.engine.progress import RichProgress
     from runner.plan import resolve_orgs
@@ -75,48 +98,119 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
     spec = load_spec(spec_path.resolve())  # the journal records the absolute path, so validate finds it later
     if opts.retry_quarantined and not opts.resume:
         raise UsageError("--retry-quarantined goes with --resume (it retries candidates a run quarantined)")
-    run_id = opts.run_id or (None if opts.resume else new_run_id())
+    run_id = opts.run_id if opts.run_id is not None else (None if opts.resume else new_run_id())
     if run_id is None:
         raise UsageError("--resume needs --run-id RUN_ID (the run to continue)")
+    _check_run_id(run_id)  # before it names a directory: `--run-id ../x` must not create one outside reports/
     out = report_dir_for(run_id, opts.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     snapshot = out / SNAPSHOT_FILE
     phases: dict[str, float] = {}
 
     with connect(dsn) as conn:
-        org_ids = [o for o, _ in resolve_orgs(conn, spec, opts.orgs)]
+        scope = resolve_orgs(conn, spec, opts.orgs)
+    org_ids = [o for o, _ in scope]
     if not org_ids:
         raise UsageError("no organisation is in scope (spec scope.organizations and --org)")
-    has_before = snapshot.exists() and "before" in snapshot_labels(snapshot)
-    if opts.resume and not has_before:
-        console.print(f"[yellow]no before-snapshot in {snapshot}: the diff will be skipped for this run")
-    elif not opts.resume or not has_before:
+    started = _journal_exists(dsn, run_id)
+    if not opts.resume and started:  # refused before the before-snapshot of the existing run is overwritten
+        raise UsageError(f"run id {run_id} already exists in this database",
+                         hint="choose another --run-id, or continue it with --resume")
+    if opts.resume and not started and snapshot.exists():
+        # Killed before its journal existed (in the before-snapshot): nothing of the run is in the database, so
+        # continuing it is starting it again — the snapshot file in its report directory shows it was started.
+        import dataclasses
+
+        console.print(f"[yellow]run {run_id} stopped before its first chunk (no journal yet): starting it again")
+        opts = dataclasses.replace(opts, resume=False)
+    if throttle is None:
+        from runner.load.shared import throttle_from_report_dir
+
+        throttle = throttle_from_report_dir(out, spec, console)
+    live = _live_report(dsn, spec, run_id, out, scope, opts.live_seconds)
+    recorder = ThroughputRecorder()
+    live.recorder = recorder
+    with live:
+        has_before = snapshot.exists() and "before" in snapshot_labels(snapshot)
+        if opts.resume and not has_before:
+            console.print(f"[yellow]no before-snapshot in {snapshot}: the diff will be skipped for this run")
+        elif not opts.resume or not has_before:
+            live.set_phase("snapshot_before")
+            t0 = time.monotonic()
+            info = take_snapshot(dsn, org_ids, snapshot, "before")
+            faults.point("snapshot")  # test-only: HERA_FAULT_KILL=snapshot:1 dies here (no journal yet)
+            phases["snapshot_before"] = time.monotonic() - t0
+            console.print(f"before-snapshot: {sum(info.rows.values()):,} rows of {len(org_ids)} organisation(s) "
+                          f"in {phases['snapshot_before']:.1f}s → {snapshot}")
+
+        kwargs: dict[str, Any] = {"orgs": opts.orgs, "run_id": run_id, "workers": opts.workers,
+                                  "batch_size": opts.batch_size, "resume": opts.resume,
+                                  "retry_quarantined": opts.retry_quarantined, "now": opts.now,
+                                  "throttle": throttle}
+        recorder.restart()
+        live.set_phase("migrating", phases)
+        if load is not None:
+            load.migrating()
         t0 = time.monotonic()
-        info = take_snapshot(dsn, org_ids, snapshot, "before")
-        phases["snapshot_before"] = time.monotonic() - t0
-        console.print(f"before-snapshot: {sum(info.rows.values()):,} rows of {len(org_ids)} organisation(s) "
-                      f"in {phases['snapshot_before']:.1f}s → {snapshot}")
+        try:
+            if progress:
+                with RichProgress(console) as sink:
+                    recorder.inner = sink
+                    result = run_migration(dsn, spec, progress=recorder, **kwargs)
+            else:
+                result = run_migration(dsn, spec, progress=recorder, **kwargs)
+        finally:
+            recorder.stop()
+            recorder.inner = None
+        phases["migrate"] = time.monotonic() - t0
+        console.print(run_summary(result.as_dict()))
+        performance: dict[str, Any] = {"phases": phases}
+        if load is not None:  # the load's latency and phases join the run's own
+            measured = load.migrated(result.as_dict())
+            performance = {**measured, "phases": {**phases, **(measured.get("phases") or {})}}
+        performance["timeline"] = recorder.timeline()
 
-    t0 = time.monotonic()
-    kwargs: dict[str, Any] = {"orgs": opts.orgs, "run_id": run_id, "workers": opts.workers,
-                              "batch_size": opts.batch_size, "resume": opts.resume,
-                              "retry_quarantined": opts.retry_quarantined, "now": opts.now}
-    if progress:
-        with RichProgress(console) as sink:
-            result = run_migration(dsn, spec, progress=sink, **kwargs)
-    else:
-        result = run_migration(dsn, spec, **kwargs)
-    phases["migrate"] = time.monotonic() - t0
-    console.print(run_summary(result.as_dict()))
-
-    t0 = time.monotonic()
-    outcome = validate_run(dsn, spec, run_id, report_dir=out, run_result=result.as_dict(),
-                           snapshot_path=snapshot if snapshot.exists() else None,
-                           performance={"phases": phases})
-    phases["validate"] = time.monotonic() - t0
+        live.set_phase("validating", phases)
+        live.stop()  # from here on only the validation writes index.html (its final page)
+        faults.point("validate")  # test-only: HERA_FAULT_KILL=validate:1 dies before validating
+        t0 = time.monotonic()
+        outcome = validate_run(dsn, spec, run_id, report_dir=out, run_result=result.as_dict(),
+                               snapshot_path=snapshot if snapshot.exists() else None,
+                               performance=performance)
+        phases["validate"] = time.monotonic() - t0
     results = json.loads(outcome.results_path.read_text(encoding="utf-8"))
     console.print(verdict_line(results, outcome.html_path))
     return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, results)
+
+
+def _live_report(dsn: str, spec: Spec, run_id: str, out: Path, scope: list[tuple[str, str]],
+                 every: float | None) -> LiveReport:
+    """The live dashboard of a run (a no-op one when `every` is None or 0)."""
+    from runner.engine import run_status
+
+    def journal() -> dict[str, Any]:
+        return run_status(dsn, run_id).as_dict()
+
+    info = {"path": None if spec.path is None else str(spec.path), "sha256": spec.sha256, "name": spec.name,
+            "version": spec.version}
+    return LiveReport(out / "index.html", run_id=run_id, spec=info, orgs=scope, journal=journal,
+                      every=every or 0.0, enabled=bool(every))
+
+
+def _check_run_id(run_id: str) -> None:
+    from runner.engine.context import validate_run_id
+
+    if not validate_run_id(run_id):
+        raise UsageError(f"invalid run id {run_id!r}: use 1-64 characters of A-Z a-z 0-9 . _ -")
+
+
+def _journal_exists(dsn: str, run_id: str) -> bool:
+    from runner.engine import journal
+    from runner.engine.context import Sql
+
+    sql = Sql()
+    with connect(dsn) as conn:
+        return bool(journal.find(conn, sql, [o for o, _ in journal.all_orgs(conn, sql)], run_id))
 
 
 def spec_of_run(dsn: str, run_id: str) -> Spec:
@@ -232,6 +326,7 @@ def status(dsn: str, run_id: str, console: Console, *, as_json: bool = False) ->
 def report(run_id: str, report_dir: Path | None, console: Console) -> int:
     from runner.validate import render_report
 
+    _check_run_id(run_id)
     results = report_dir_for(run_id, report_dir) / "results.json"
     if not results.exists():
         raise UsageError(f"{results} does not exist: run 'hera-migrate validate {run_id}' first")

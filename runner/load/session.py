@@ -1,0 +1,413 @@
+"""`hera-migrate load`: v1 load alone (baseline), before and during a run it starts itself, or alongside a run
+another process executes (`--during RUN_ID`).
+
+Phases (wall-clock windows over the raw samples of one load generator that runs throughout, so the users, their
+connections and their offered load are identical in every phase):
+
+    warm-up (discarded) | baseline (v1 alone) | snapshot_before (reported) | during (the migration) | stop
+
+`during` is the migrate phase, the one the auto-throttle controls and the one `impact_pct` and the alerts judge.
+The before-snapshot's window is reported as its own block. The load stops when the migration ends, before the
+validation. Everything measured goes to `<report dir>/load/load.json` and `load.html` (timelines of v1 p95,
+v1 requests/s, the migration's progress and the throttle's chunk size and pause) and, through
+`validate_run(performance=...)`, into results.json: `performance.latency.baseline/during` carry p50/p95/p99 (ms,
+from µs samples), requests, failures, requests/s, the error rate, contention failures and per-task blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.load import stats
+from runner.load.generator import LoadGenerator, LoadSettings
+from runner.load.samples import Sample
+from runner.load.throttle import LatencyThrottle, TailSource
+
+LOAD_DIR = "load"
+SHARED_BASELINE = "baseline.json"  # what a `run` in another process reads to throttle against this load
+TERMINAL = {"completed", "incomplete", "failed", "rolled_back", "requires_review"}
+
+
+@dataclass
+class LoadPlan:
+    settings: LoadSettings = field(default_factory=LoadSettings)
+    baseline_seconds: float = 30.0
+    warmup_seconds: float = 5.0
+    max_during_seconds: float = 3600.0  # the generator stops by itself after this (bounded load)
+    throttle: bool = True  # honoured only when the spec's execution.throttle.enabled is true too
+    check_interval: float | None = None  # None: the spec's execution.throttle.check_interval_seconds
+    timeline_step: float = 1.0
+    # Load kept on after the migration ends (reported as phase `after`): separates lasting effects of the data the
+    # migration wrote (e.g. reversal twins dated today inside a date-windowed v1 query) from concurrency.
+    after_seconds: float = 0.0
+    max_pause: float = 5.0  # the throttle's longest pause between two chunks
+
+
+@dataclass
+class Progress:
+    """Migration progress over time, polled from the run's journal (t relative to the during start)."""
+
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Poller(threading.Thread):
+    def __init__(self, dsn: str, run_id: str, step: float) -> None:
+        super().__init__(name="hera-load-progress", daemon=True)
+        self.dsn, self.run_id, self.step = dsn, run_id, step
+        self.stop = threading.Event()
+        self.points: list[tuple[float, int, str]] = []  # (wall time, done, status)
+
+    def sample(self) -> tuple[int, str] | None:
+        from runner.engine import run_status
+
+        try:
+            st = run_status(self.dsn, self.run_id)
+        except Exception:  # the journal does not exist yet, or a transient error: try again next step
+            return None
+        if not st.organizations:
+            return None
+        return sum(o.migrated + o.aliased for o in st.organizations), st.status
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            got = self.sample()
+            if got is not None:
+                self.points.append((time.time(), got[0], got[1]))
+            self.stop.wait(self.step)
+
+
+def _window(gen: LoadGenerator, seconds: float) -> tuple[float, float]:
+    t0 = time.time()
+    end = t0 + seconds
+    while time.time() < end and gen.running():
+        gen.tail.poll()
+        time.sleep(min(0.5, max(end - time.time(), 0.0)))
+    return t0, time.time()
+
+
+def start_generator(dsn: str, plan: LoadPlan, workdir: Path, console: Console) -> tuple[LoadGenerator, float, float]:
+    """Start the load, wait for the users, discard the warm-up, measure the baseline. Returns (gen, t0, t1)."""
+    gen = LoadGenerator(dsn, plan.settings, workdir, max_seconds=plan.warmup_seconds + plan.baseline_seconds
+                        + plan.max_during_seconds + 60)
+    gen.start()
+    try:
+        gen.wait_for_samples(plan.settings.users, timeout=120)
+        console.print(f"v1 load: {plan.settings.users} users × {plan.settings.rate_per_user:g} req/s; warm-up "
+                      f"{plan.warmup_seconds:g}s, then baseline {plan.baseline_seconds:g}s")
+        _window(gen, plan.warmup_seconds)
+        t0, t1 = _window(gen, plan.baseline_seconds)
+        settle = time.monotonic() + 3.0  # samples are flushed every 250 ms: read up to the window's end
+        while (gen.tail.last_time() or 0.0) < t1 and time.monotonic() < settle and gen.running():
+            time.sleep(0.05)
+            gen.tail.poll()
+        if not gen.running():
+            raise RuntimeError(f"the load generator stopped early; see {gen.log_path}:\n{gen.log_tail()}")
+    except BaseException:
+        gen.stop()
+        raise
+    return gen, t0, t1
+
+
+def write_shared_baseline(workdir: Path, gen: LoadGenerator, baseline: dict[str, Any]) -> Path:
+    path = workdir / SHARED_BASELINE
+    path.write_text(json.dumps({"p95_ms": baseline.get("p95_ms"), "samples": str(gen.samples_path.resolve()),
+                                "written_at": time.time()}) + "\n", encoding="utf-8")
+    return path
+
+
+def make_throttle(gen: LoadGenerator, baseline: dict[str, Any], spec: Any, plan: LoadPlan) -> LatencyThrottle | None:
+    th = spec.execution.throttle
+    p95 = baseline.get("p95_ms")
+    if not (plan.throttle and th.enabled) or not p95:
+        return None
+    interval = plan.check_interval if plan.check_interval is not None else float(th.check_interval_seconds)
+    return LatencyThrottle(TailSource(gen.tail), baseline_p95_ms=float(p95),
+                           max_degradation_pct=float(th.max_v1_p95_degradation_pct), check_interval=interval,
+                           window=max(2 * interval, 4.0), ceiling=int(spec.execution.batch_size),
+                           max_pause=plan.max_pause)
+
+
+@dataclass
+class Measured:
+    """Everything one load session measured; `performance()` is what validate_run takes."""
+
+    settings: LoadSettings
+    baseline_window: tuple[float, float]
+    windows: dict[str, tuple[float, float]]  # snapshot_before, during
+    samples: list[Sample]
+    progress: list[tuple[float, int, str]] = field(default_factory=list)
+    throttle: dict[str, Any] | None = None
+    run_id: str | None = None
+    migrated: int | None = None
+    timeline_step: float = 1.0
+
+    def block(self, name: str) -> dict[str, Any]:
+        t0, t1 = self.baseline_window if name == "baseline" else self.windows[name]
+        return stats.phase(self.samples, t0, t1)
+
+    def performance(self) -> dict[str, Any]:
+        baseline = self.block("baseline")
+        out: dict[str, Any] = {"phases": {"load.baseline": baseline["seconds"]}, "latency": {"baseline": baseline,
+                                                                                               "during": None}}
+        if "during" in self.windows:
+            during = self.block("during")
+            during["throttle"] = _throttle_brief(self.throttle)
+            during["degradation"] = stats.degradation(baseline, during)
+            out["latency"]["during"] = during
+            out["phases"]["load.during"] = during["seconds"]
+            during["migration_rate_under_load"] = self.rate_under_load()
+            # v1 latency over the migration (t: seconds since it started), for the report's charts
+            d0, d1 = self.windows["during"]
+            during["timeline"] = stats.timeline(self.samples, d0, d1, max(self.timeline_step, (d1 - d0) / 120))
+            if "after" in self.windows:  # the same load after the migration ended: what stays slower
+                after = self.block("after")
+                during["after_migration"] = {k: after[k] for k in ("seconds", "requests", "p50_ms", "p95_ms",
+                                                                   "p99_ms", "failures")}
+                during["after_migration"]["degradation"] = stats.degradation(baseline, after)
+        baseline["noise_p95_pct"] = stats.noise_pct(self.samples, *self.baseline_window)
+        return out
+
+    def rate_under_load(self) -> float | None:
+        """Records/s the migration made inside the during window (journal progress), i.e. while v1 load ran."""
+        if "during" not in self.windows:
+            return None
+        t0, t1 = self.windows["during"]
+        inside = [(t, done) for t, done, _ in self.progress if t0 <= t <= t1 + 0.5]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        return round((inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]), 2)
+
+    def report(self) -> dict[str, Any]:
+        b0 = self.baseline_window[0]
+        end = max([t1 for _, t1 in self.windows.values()] + [self.baseline_window[1]])
+        blocks = {"baseline": self.block("baseline")} | {k: self.block(k) for k in self.windows}
+        d0 = self.windows.get("during", (None, None))[0]
+        return {
+            "schema": "hera-migrate/load/1",
+            "run_id": self.run_id,
+            "settings": asdict(self.settings),
+            "windows": {"baseline": list(self.baseline_window)} | {k: list(v) for k, v in self.windows.items()},
+            "phases": blocks,
+            "baseline_noise_p95_pct": stats.noise_pct(self.samples, *self.baseline_window),
+            "degradation": stats.degradation(blocks["baseline"], blocks["during"]) if "during" in blocks else None,
+            "degradation_after": stats.degradation(blocks["baseline"], blocks["after"]) if "after" in blocks else None,
+            "contention_failures_during": blocks["during"]["contention_failures"] if "during" in blocks else None,
+            "throttle": self.throttle,
+            "migrated": self.migrated,
+            "migration_rate_under_load": self.rate_under_load(),
+            "timeline": {"t0": b0, "step": self.timeline_step,
+                         "v1": stats.timeline(self.samples, b0, end, self.timeline_step),
+                         "migration": [{"t": round(t - b0, 3), "done": done, "status": status}
+                                       for t, done, status in self.progress],
+                         "during_starts_at": None if d0 is None else round(d0 - b0, 3)},
+        }
+
+
+def _throttle_brief(summary: dict[str, Any] | None) -> dict[str, Any]:
+    if summary is None:
+        return {"enabled": False}
+    return {k: v for k, v in summary.items() if k != "history"}
+
+
+def write_outputs(measured: Measured, workdir: Path) -> dict[str, Path]:
+    from runner.load.report import render_html
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = measured.report()
+    path = workdir / "load.json"
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    html = workdir / "load.html"
+    html.write_text(render_html(data), encoding="utf-8")
+    return {"json": path, "html": html}
+
+
+def print_summary(measured: Measured, console: Console) -> None:
+    blocks = {"baseline": measured.block("baseline")} | {k: measured.block(k) for k in measured.windows}
+    table = Table(title="v1 load (latency in ms from µs samples)")
+    for col in ("phase", "task", "req/s", "p50", "p95", "p99", "errors %", "contention", "Δp95 %"):
+        table.add_column(col, justify="left" if col in ("phase", "task") else "right")
+    base = blocks["baseline"]
+    for name, blk in blocks.items():
+        rows = [(stats.OVERALL, blk, base)] + [(t, b, base.get("tasks", {}).get(t, {}))
+                                               for t, b in blk.get("tasks", {}).items()]
+        for task, b, ref in rows:
+            delta = stats.degradation_pct(ref.get("p95_ms"), b.get("p95_ms")) if name != "baseline" else None
+            table.add_row(name if task == stats.OVERALL else "", task, _f(b.get("requests_per_second")),
+                          _f(b.get("p50_ms")), _f(b.get("p95_ms")), _f(b.get("p99_ms")), _f(b.get("error_rate_pct")),
+                          str(b.get("contention_failures", 0)), _f(delta))
+    console.print(table)
+    noise = stats.noise_pct(measured.samples, *measured.baseline_window)
+    if noise is not None:
+        console.print(f"baseline noise: p95 of its two halves differ by {noise:g}% (a smaller degradation is not "
+                      "distinguishable from the machine's own variation)")
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+
+# --- the three ways to run it ----------------------------------------------------------------------------------
+
+
+def baseline_only(dsn: str, plan: LoadPlan, workdir: Path, console: Console) -> Measured:
+    gen, t0, t1 = start_generator(dsn, plan, workdir, console)
+    gen.stop()
+    m = Measured(plan.settings, (t0, t1), {}, gen.tail.all(), timeline_step=plan.timeline_step)
+    print_summary(m, console)
+    return m
+
+
+class RunLoadHook:
+    """Passed to pipeline.run: marks the migrate window, throttles it, stops the load when it ends."""
+
+    def __init__(self, dsn: str, run_id: str, gen: LoadGenerator, plan: LoadPlan, throttle: LatencyThrottle | None,
+                 baseline: tuple[float, float], console: Console) -> None:
+        self.dsn, self.run_id, self.gen, self.plan, self.throttle = dsn, run_id, gen, plan, throttle
+        self.baseline, self.console = baseline, console
+        self.snapshot_t0 = time.time()
+        self.t0: float | None = None
+        self.t1: float | None = None
+        self.poller = _Poller(dsn, run_id, plan.timeline_step)
+        self.migrated_count: int | None = None
+        self.outputs: dict[str, Path] = {}
+        self.after: tuple[float, float] | None = None
+
+    def migrating(self) -> None:
+        self.t0 = time.time()
+        self.poller.start()
+
+    def migrated(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The migrate phase ended: stop the progress poller and the load, write load.json/html, return the
+        performance section for validate_run."""
+        self.t1 = time.time()
+        self.poller.stop.set()
+        self.poller.join(5)
+        if self.plan.after_seconds > 0 and self.gen.running():
+            self.after = _window(self.gen, self.plan.after_seconds)
+        self.gen.stop()
+        self.migrated_count = sum(int(o.get("migrated", 0)) + int(o.get("aliased", 0))
+                                  for o in result.get("organizations", []))
+        m = self.measured()
+        self.outputs = write_outputs(m, self.gen.workdir)
+        print_summary(m, self.console)
+        return m.performance()
+
+    def measured(self) -> Measured:
+        windows: dict[str, tuple[float, float]] = {}
+        if self.t0 is not None:
+            windows["snapshot_before"] = (self.snapshot_t0, self.t0)
+            end = self.t1 or time.time()
+            last = self.gen.tail.last_time()
+            if last is not None and last + 2 * self.plan.timeline_step < end:  # the load ended first (max_during)
+                end = last
+            windows["during"] = (self.t0, end)
+            if self.after is not None:
+                windows["after"] = self.after
+        return Measured(self.plan.settings, self.baseline, windows, self.gen.tail.all(), self.poller.points,
+                        None if self.throttle is None else self.throttle.summary(), self.run_id,
+                        self.migrated_count, self.plan.timeline_step)
+
+
+def with_run(dsn: str, spec_path: Path, opts: Any, plan: LoadPlan, console: Console, *,
+             progress: bool = False) -> tuple[Any, RunLoadHook]:
+    """Baseline, then `run` in this process with the same load going on (throttled unless told not to)."""
+    from runner import pipeline
+    from runner.engine import new_run_id
+    from runner.spec import load_spec
+
+    spec = load_spec(spec_path)  # fail on a bad spec before any load starts
+    if opts.run_id is None and not opts.resume:
+        opts.run_id = new_run_id()
+    out = pipeline.report_dir_for(opts.run_id, opts.report_dir)
+    workdir = out / LOAD_DIR
+    gen, b0, b1 = start_generator(dsn, plan, workdir, console)
+    hook: RunLoadHook | None = None
+    try:
+        baseline = stats.phase(gen.tail.all(), b0, b1)
+        throttle = make_throttle(gen, baseline, spec, plan)
+        console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms over {baseline['requests']:,} requests; "
+                      + (f"auto-throttle on (p95 bound {throttle.limit_ms:.2f} ms, every {throttle.interval:g}s)"
+                         if throttle else "no throttle"))
+        hook = RunLoadHook(dsn, opts.run_id, gen, plan, throttle, (b0, b1), console)
+        outcome = pipeline.run(dsn, spec_path, opts, console, progress=progress, throttle=throttle, load=hook)
+    finally:
+        if hook is not None:
+            hook.poller.stop.set()
+        gen.stop()
+    return outcome, hook
+
+
+def alongside(dsn: str, run_id: str, plan: LoadPlan, report_dir: Path, console: Console, *,
+              wait_seconds: float = 600.0) -> Measured:
+    """`load --during RUN_ID`: baseline, share it (a `run` of RUN_ID in another process throttles against it),
+    load while the run's journal says it is running, then stop. The caller validates with the result."""
+    workdir = report_dir / LOAD_DIR
+    gen, b0, b1 = start_generator(dsn, plan, workdir, console)
+    poller = _Poller(dsn, run_id, plan.timeline_step)
+    try:
+        baseline = stats.phase(gen.tail.all(), b0, b1)
+        write_shared_baseline(workdir, gen, baseline)
+        console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms; waiting up to {wait_seconds:g}s for run {run_id} "
+                      f"(start it now: hera-migrate run SPEC --run-id {run_id})")
+        deadline = time.time() + wait_seconds
+        first: float | None = None
+        finished = False
+        while time.time() < deadline and gen.running():
+            got = poller.sample()
+            if got is not None:  # the journal exists: the run started (it may even be over already)
+                first, finished = time.time(), got[1] in TERMINAL
+                if finished:
+                    first = b1  # it ran entirely between two polls: its window began after our baseline
+                break
+            time.sleep(0.25)
+        if first is None:
+            raise RuntimeError(f"run {run_id} did not start within {wait_seconds:g}s (no journal of it)")
+        last = time.time()
+        if not finished:
+            poller.start()
+            while gen.running():
+                time.sleep(plan.timeline_step)
+                last = time.time()
+                if poller.points and poller.points[-1][2] in TERMINAL:
+                    break
+            poller.stop.set()
+            poller.join(5)
+    finally:
+        gen.stop()
+        (workdir / SHARED_BASELINE).unlink(missing_ok=True)
+    from runner.load.shared import read_throttle_summary
+
+    done = [d for _, d, _ in poller.points]
+    m = Measured(plan.settings, (b0, b1), {"during": (first, last)}, gen.tail.all(), poller.points,
+                 read_throttle_summary(report_dir), run_id, (max(done) - min(done)) if done else None,
+                 plan.timeline_step)
+    write_outputs(m, workdir)
+    print_summary(m, console)
+    return m
+
+
+def wait_for_results(path: Path, after: float, timeout: float = 600.0) -> None:
+    """The run's own process validates when it ends; re-validate (with the latency) only after it wrote."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and path.stat().st_mtime >= after:
+            return
+        time.sleep(1.0)
+
+
+def exit_code(code: int, performance: dict[str, Any], console: Console) -> int:
+    during = (performance.get("latency") or {}).get("during") or {}
+    contention = int(during.get("contention_failures") or 0)
+    if contention:
+        console.print(f"[red]{contention} v1 request(s) failed because of the migration "
+                      f"({during.get('failure_kinds')}): must be zero")
+        return max(code, 1)
+    return code

@@ -1,0 +1,75 @@
+"""The auto-throttle across two processes: `load --during RUN_ID` measures the baseline and keeps appending raw v1
+samples; a `run --run-id RUN_ID` in another process finds them in the same report directory and throttles
+against them.
+
+`<report dir>/load/baseline.json` = {p95_ms, samples (path of the live sample file), written_at}. It is only
+used while the sample file is live (written to within FRESH_SECONDS), so a stale file from an earlier session
+never throttles a run. The throttle writes its decisions to `<report dir>/load/throttle.json` as it goes, for the
+load process's report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from runner.load.samples import SampleTail
+from runner.load.throttle import Decision, LatencyThrottle, TailSource
+
+FRESH_SECONDS = 10.0
+THROTTLE_FILE = "throttle.json"
+
+
+class SharedThrottle(LatencyThrottle):
+    """A LatencyThrottle that also writes its summary to a file after every decision."""
+
+    path: Path
+
+    def check(self, now: float | None = None) -> Decision:
+        d = super().check(now)
+        with contextlib.suppress(OSError):
+            self.path.write_text(json.dumps(self.summary()) + "\n", encoding="utf-8")
+        return d
+
+
+def throttle_from_report_dir(report_dir: Path, spec: Any, console: Console | None = None) -> SharedThrottle | None:
+    from runner.load.session import LOAD_DIR, SHARED_BASELINE
+
+    if not spec.execution.throttle.enabled:
+        return None
+    workdir = report_dir / LOAD_DIR
+    try:
+        info = json.loads((workdir / SHARED_BASELINE).read_text(encoding="utf-8"))
+        samples = Path(str(info["samples"]))
+        p95 = float(info["p95_ms"])
+        live = time.time() - samples.stat().st_mtime < FRESH_SECONDS
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not live or p95 <= 0:
+        return None
+    th = spec.execution.throttle
+    interval = float(th.check_interval_seconds)
+    tail = SampleTail(samples, keep_seconds=max(60.0, 3 * interval), keep_all=False)
+    throttle = SharedThrottle(TailSource(tail), baseline_p95_ms=p95,
+                              max_degradation_pct=float(th.max_v1_p95_degradation_pct), check_interval=interval,
+                              window=max(2 * interval, 4.0), ceiling=int(spec.execution.batch_size))
+    throttle.path = workdir / THROTTLE_FILE
+    if console is not None:
+        console.print(f"auto-throttle: live v1 load found in {workdir} (baseline p95 {p95:.2f} ms, bound "
+                      f"{throttle.limit_ms:.2f} ms)")
+    return throttle
+
+
+def read_throttle_summary(report_dir: Path) -> dict[str, Any] | None:
+    from runner.load.session import LOAD_DIR
+
+    try:
+        data = json.loads((report_dir / LOAD_DIR / THROTTLE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
