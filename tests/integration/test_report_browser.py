@@ -75,7 +75,9 @@ def test_the_run_records_its_throughput_in_results_json(report: Report) -> None:
     assert schema_errors(results) == []
     assert report.exit_code == 0 and results["integrity_score"] == 100.0
     timeline = results["performance"]["timeline"]
-    assert timeline[0] == {"t": 0.0, "done": 0, "rate": 0.0} and len(timeline) >= 3
+    # How many points a run gets depends on how long it takes (intervals are whole multiples of the progress
+    # rhythm): a fast machine finishes a small org in one interval, so only the start and the end are certain.
+    assert timeline[0] == {"t": 0.0, "done": 0, "rate": 0.0} and len(timeline) >= 2
     assert [p["t"] for p in timeline] == sorted(p["t"] for p in timeline)
     (org,) = results["organizations"]
     assert timeline[-1]["done"] == org["migrated"] + org["quarantined"]  # every candidate handled was counted
