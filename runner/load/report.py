@@ -109,12 +109,13 @@ def render_html(data: dict[str, Any]) -> str:
                         f"<td>{_fmt(b.get('p95_ms'))}</td><td>{_fmt(b.get('p99_ms'))}</td>"
                         f"<td>{_fmt(b.get('error_rate_pct'))}</td><td>{_fmt(b.get('contention_failures'))}</td></tr>")
     deg = (data.get("degradation") or {}).get("overall") or {}
+    probes = [(p.get("idle_p95_ms"), p.get("outcome")) for p in (throttle or {}).get("probes") or []]
     th = ("off" if not throttle else
           f"on: bound {_fmt(throttle.get('limit_p95_ms'))} ms (baseline {_fmt(throttle.get('baseline_p95_ms'))} ms "
           f"+ {_fmt(throttle.get('max_v1_p95_degradation_pct'))} %), final chunk {_fmt(throttle.get('final_chunk'))}, "
           f"paused {_fmt(throttle.get('paused_seconds'))} s, decisions {_fmt(throttle.get('decisions'))}; "
-          f"probes {_fmt([(p.get('idle_p95_ms'), p.get('outcome')) for p in throttle.get('probes') or []])}, "
-          f"final reference p95 {_fmt(throttle.get('reference_p95_ms'))} ms")
+          f"probes (idle p95 ms, cause) {_fmt(probes)}, so at the end the throttle aimed at "
+          f"{_fmt(throttle.get('final_limit_p95_ms'))} ms")
     s = data.get("settings") or {}
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>v1 load {html.escape(str(data.get('run_id') or ''))}</title>

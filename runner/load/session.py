@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from runner.errors import HarnessError
 from runner.load import stats
 from runner.load.generator import LoadGenerator, LoadSettings
 from runner.load.samples import Sample
@@ -109,7 +110,7 @@ def start_generator(dsn: str, plan: LoadPlan, workdir: Path, console: Console) -
             time.sleep(0.05)
             gen.tail.poll()
         if not gen.running():
-            raise RuntimeError(f"the load generator stopped early; see {gen.log_path}:\n{gen.log_tail()}")
+            raise HarnessError(f"the load generator stopped early; see {gen.log_path}:\n{gen.log_tail()}")
     except BaseException:
         gen.stop()
         raise
@@ -369,7 +370,7 @@ def alongside(dsn: str, run_id: str, plan: LoadPlan, report_dir: Path, console: 
                 break
             time.sleep(0.25)
         if first is None:
-            raise RuntimeError(f"run {run_id} did not start within {wait_seconds:g}s (no journal of it)")
+            raise HarnessError(f"run {run_id} did not start within {wait_seconds:g}s (no journal of it)")
         last = time.time()
         if not finished:
             poller.start()

@@ -210,7 +210,8 @@ class LatencyThrottle:
         saturated = sum(1 for d in self.history if d.action in ("slow_down", "probe") and d.chunk == self.min_chunk
                         and d.pause_s >= self.max_pause)
         return {"enabled": True, "baseline_p95_ms": round(self.baseline, 3), "max_v1_p95_degradation_pct": self.max_pct,
-                "limit_p95_ms": round(self.limit_ms, 3), "check_interval_seconds": self.interval,
+                "limit_p95_ms": round(self.baseline * (1 + self.max_pct / 100.0), 3),
+                "final_limit_p95_ms": round(self.limit_ms, 3), "check_interval_seconds": self.interval,
                 "window_seconds": self.window, "min_chunk": self.min_chunk, "max_pause_seconds": self.max_pause,
                 "final_chunk": self.chunk, "final_pause_seconds": round(self.pause_s, 3),
                 "paused_seconds": round(self.paused_seconds, 3), "decisions": actions,

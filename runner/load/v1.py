@@ -90,9 +90,10 @@ def load_context(conn: psycopg.Connection[Any], org_id: str, *, read_sample: int
             "SELECT id FROM core_entities WHERE organization_id = %s AND lower(entity_type) = %s ORDER BY id "
             "LIMIT 500", (org_id, entity_type)).fetchall()]
 
+    # The ledger's own dates: rows an earlier load wrote (dated when it ran) would stretch the windows below.
     row = conn.execute("SELECT min(transaction_date), max(transaction_date), mode() WITHIN GROUP "
-                       "(ORDER BY base_currency_code) FROM universal_transactions WHERE organization_id = %s",
-                       (org_id,)).fetchone()
+                       "(ORDER BY base_currency_code) FROM universal_transactions WHERE organization_id = %s "
+                       "AND created_by IS DISTINCT FROM %s", (org_id, LOAD_ACTOR_ID)).fetchone()
     assert row is not None
     first, last, currency = row
     now = datetime.now().astimezone()
@@ -176,10 +177,16 @@ class V1Client:
         return _ok(row)
 
     def list_recent(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
-        """The 20 newest transactions (the app's "recent" screen): the ledger's last 30 days and the load's own."""
-        date_from = self.ctx.last_date - timedelta(days=30)  # the ledger's last month and everything since
+        """The 20 newest transactions of the ledger's last 30 days (the app's "recent" screen).
+
+        A fixed window, closed at the ledger's end: the load's own sales (dated now) stay out of it, so its cost
+        does not grow with the load's running time — only with what the migration writes into it.
+        """
+        date_to = self.ctx.last_date + timedelta(days=1)
+        date_from = date_to - timedelta(days=31)
         row = conn.execute("SELECT hera_txn_query_v1(p_org_id => %s, p_filters => %s)",
-                           (self.ctx.organization_id, Jsonb({"date_from": date_from.isoformat(), "limit": 20}))
+                           (self.ctx.organization_id, Jsonb({"date_from": date_from.isoformat(),
+                                                             "date_to": date_to.isoformat(), "limit": 20}))
                            ).fetchone()
         return _ok(row)
 
