@@ -1,8 +1,7 @@
 """`hera-migrate`: the command-line contract of DESIGN.md §4.
 
-Every verb exists; the ones a later issue builds exit 2 with "not implemented yet". Errors the harness raises
-on purpose (runner.errors.HarnessError) print one clear message and exit with their documented code; anything
-else is a bug and exits 3 with the traceback shown under -v.
+Errors the harness raises on purpose (runner.errors.HarnessError) print one clear message and exit with their
+documented code; anything else is a bug and exits 3 with the traceback shown under -v.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from runner import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
-from runner.errors import EXIT_RUNTIME, EXIT_USAGE, HarnessError, NotImplementedYet, UsageError
+from runner.errors import EXIT_RUNTIME, EXIT_USAGE, HarnessError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,10 +62,6 @@ def _console() -> Console:
     from runner.pipeline import make_console
 
     return make_console()
-
-
-def _not_yet(verb: str) -> NoReturn:
-    raise NotImplementedYet(verb)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
