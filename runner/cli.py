@@ -387,7 +387,7 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
         out = pipeline.report_dir_for(during_run, report_dir)
         measured = alongside(dsn, during_run, plan, out, console, wait_seconds=float(wait_seconds))
         run_spec = pipeline.spec_of_run(dsn, during_run)
-        wait_for_results(out / "results.json", measured.windows["during"][1])
+        wait_for_results(out / "results.json", measured.windows["during"][0])  # written after the run began
         snapshot = out / pipeline.SNAPSHOT_FILE
         outcome = validate_run(dsn, run_spec, during_run, report_dir=out,
                                snapshot_path=snapshot if snapshot.exists() else None,

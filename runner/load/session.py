@@ -396,7 +396,10 @@ def alongside(dsn: str, run_id: str, plan: LoadPlan, report_dir: Path, console: 
 
 
 def wait_for_results(path: Path, after: float, timeout: float = 600.0) -> None:
-    """The run's own process validates when it ends; re-validate (with the latency) only after it wrote."""
+    """The run's own process validates when it ends; re-validate (with the latency) only after it wrote.
+
+    `after` is when the run was first seen running: its results.json is written later than that, whatever delay
+    our own polling had (a pre-existing results.json of an earlier run in the same directory is older)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if path.exists() and path.stat().st_mtime >= after:
