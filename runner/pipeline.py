@@ -12,6 +12,7 @@ ThroughputRecorder, whose time series becomes results.json's performance.timelin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -119,8 +120,6 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
     if opts.resume and not started and snapshot.exists():
         # Killed before its journal existed (in the before-snapshot): nothing of the run is in the database, so
         # continuing it is starting it again — the snapshot file in its report directory shows it was started.
-        import dataclasses
-
         console.print(f"[yellow]run {run_id} stopped before its first chunk (no journal yet): starting it again")
         opts = dataclasses.replace(opts, resume=False)
     if throttle is None:

@@ -36,7 +36,8 @@ from runner.load.generator import LoadSettings
 from runner.load.session import LoadPlan, with_run
 from runner.load.v1 import LOAD_ACTOR_ID
 from runner.resources import data_dir
-from runner.snapshot.compare import TABLES, _rows
+from runner.snapshot.compare import rows_without_journal
+from runner.snapshot.duck import TABLES
 from runner.snapshot.duck import connect as duck_connect
 from runner.synth.generate import generate
 
@@ -48,7 +49,7 @@ def differing_without_load(duckdb_path: Path, a: str = "before", b: str = "rollb
     out: dict[str, int] = {}
 
     def rows(label: str, table: str) -> str:
-        return (f"SELECT * FROM ({_rows(label, table)}) "  # noqa: S608 - fixed labels and table names
+        return (f"SELECT * FROM ({rows_without_journal(label, table)}) "  # noqa: S608 - fixed labels and table names
                 f"WHERE CAST(created_by AS VARCHAR) IS DISTINCT FROM '{LOAD_ACTOR_ID}'")
 
     with duck_connect(duckdb_path, read_only=True) as con:

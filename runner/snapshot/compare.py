@@ -10,13 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.contract import JOURNAL_ENTITY_TYPE
-from runner.snapshot.duck import LABELS, connect
-
-TABLES = ("core_organizations", "core_entities", "core_dynamic_data", "core_relationships",
-          "universal_transactions", "universal_transaction_lines")
+from runner.snapshot.duck import LABELS, TABLES, connect
 
 
-def _rows(label: str, table: str) -> str:
+def rows_without_journal(label: str, table: str) -> str:
+    """A SELECT of `table` at `label` without the run journal (kept by rollback as the audit trail)."""
     src = f"{label}_{table}"
     if table == "core_entities":
         return f"SELECT * FROM {src} WHERE entity_type <> '{JOURNAL_ENTITY_TYPE}'"  # noqa: S608 - fixed names
@@ -33,8 +31,9 @@ def differing_rows(duckdb_path: Path, a: str = "before", b: str = "rollback") ->
     out: dict[str, int] = {}
     with connect(duckdb_path, read_only=True) as con:
         for table in TABLES:
-            query = (f"SELECT (SELECT count(*) FROM ({_rows(a, table)} EXCEPT ALL {_rows(b, table)})) + "  # noqa: S608 - fixed table names
-                     f"(SELECT count(*) FROM ({_rows(b, table)} EXCEPT ALL {_rows(a, table)}))")
+            left, right = rows_without_journal(a, table), rows_without_journal(b, table)
+            query = (f"SELECT (SELECT count(*) FROM ({left} EXCEPT ALL {right})) + "  # noqa: S608 - fixed names
+                     f"(SELECT count(*) FROM ({right} EXCEPT ALL {left}))")
             row = con.execute(query).fetchone()
             out[table] = int(row[0]) if row else 0
     return out
