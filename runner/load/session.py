@@ -133,7 +133,7 @@ def make_throttle(gen: LoadGenerator, baseline: dict[str, Any], spec: Any, plan:
     return LatencyThrottle(TailSource(gen.tail), baseline_p95_ms=float(p95),
                            max_degradation_pct=float(th.max_v1_p95_degradation_pct), check_interval=interval,
                            window=max(2 * interval, 4.0), ceiling=int(spec.execution.batch_size),
-                           max_pause=plan.max_pause)
+                           start_chunk=max(1, int(spec.execution.batch_size) // 4), max_pause=plan.max_pause)
 
 
 @dataclass
@@ -174,6 +174,7 @@ class Measured:
                                                                    "p99_ms", "failures")}
                 during["after_migration"]["degradation"] = stats.degradation(baseline, after)
         baseline["noise_p95_pct"] = stats.noise_pct(self.samples, *self.baseline_window)
+        out["load_report"] = f"{LOAD_DIR}/load.html"  # relative to results.json; write_outputs puts it there
         return out
 
     def rate_under_load(self) -> float | None:

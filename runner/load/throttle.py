@@ -13,6 +13,8 @@ compares it with the baseline p95 measured before the run:
 - in between: hold;
 - a window with fewer than `min_samples` requests: there is no live load to protect (it ended or stalled), so
   the run goes back to full speed;
+- the first chunk is `start_chunk` (the session starts at a quarter of the run's size): the first reading comes
+  only after `check_interval`, and a full-size chunk before it would be the biggest hit v1 takes;
 - `probe_after` slow-downs in a row at the floor (smallest chunk, longest pause) and still over the bound: a
   probe. The migration stands still for `probe_seconds` and the v1 p95 of that idle window is read. Still over the
   bound means the excess is not caused by the migration *running* — it is what the migration left behind (reverse
@@ -71,7 +73,8 @@ class Decision:
 class LatencyThrottle:
     def __init__(self, source: LatencySource, *, baseline_p95_ms: float, max_degradation_pct: float = 5.0,
                  check_interval: float = 10.0, window: float | None = None, ceiling: int = 500,
-                 min_chunk: int = 10, first_pause: float = 0.1, max_pause: float = 5.0, min_samples: int = 20,
+                 min_chunk: int = 10, start_chunk: int | None = None, first_pause: float = 0.1,
+                 max_pause: float = 5.0, min_samples: int = 20,
                  probe_after: int = 3, probe_seconds: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  pause: Callable[[float], None] | None = None, stop: threading.Event | None = None) -> None:
@@ -96,7 +99,8 @@ class LatencyThrottle:
         self.clock = clock
         self.stop = stop or threading.Event()
         self._pause = pause or self._sleep
-        self.chunk = ceiling
+        self.chunk = ceiling if start_chunk is None else max(min_chunk, min(ceiling, start_chunk))
+        self.start_chunk = self.chunk
         self.pause_s = 0.0
         self.history: list[Decision] = []
         self.paused_seconds = 0.0
@@ -212,7 +216,8 @@ class LatencyThrottle:
         return {"enabled": True, "baseline_p95_ms": round(self.baseline, 3), "max_v1_p95_degradation_pct": self.max_pct,
                 "limit_p95_ms": round(self.baseline * (1 + self.max_pct / 100.0), 3),
                 "final_limit_p95_ms": round(self.limit_ms, 3), "check_interval_seconds": self.interval,
-                "window_seconds": self.window, "min_chunk": self.min_chunk, "max_pause_seconds": self.max_pause,
+                "window_seconds": self.window, "min_chunk": self.min_chunk, "start_chunk": self.start_chunk,
+                "max_pause_seconds": self.max_pause,
                 "final_chunk": self.chunk, "final_pause_seconds": round(self.pause_s, 3),
                 "paused_seconds": round(self.paused_seconds, 3), "decisions": actions,
                 "saturated_checks": saturated, "reference_p95_ms": round(self.reference, 3),

@@ -7,6 +7,8 @@ nothing to draw, so templates can write `{{ charts.throughput(r.performance.get(
 - `throughput(timeline)`: `performance.timeline` points {t, done, rate}: the migration rate per interval (area,
   left axis) and the cumulative candidates handled (dashed line, right axis) over the run's seconds.
 - `latency(latency)`: `performance.latency` baseline vs during, p50/p95/p99 in milliseconds, grouped bars.
+- `latency_timeline(latency)`: `performance.latency.during.timeline` points {t, p50_ms, p95_ms}: v1 p95 (and p50)
+  per interval over the migration, against the baseline p95 and the throttle's bound when there was one.
 - `diff_bars(diff)`: the expected-effect diff per table: expected / unexpected / concurrent, stacked bars.
 """
 
@@ -220,6 +222,74 @@ def latency(latency_section: Any) -> Markup:
         body.append(f'<rect x="{lx}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
         body.append(_text(lx + 14, legend_y, f"{name} (ms)", anchor="start"))
     return _svg("chart-latency", width, height, "v1 latency percentiles, baseline vs during the run (ms)", body)
+
+
+def _latency_points(timeline: Any) -> list[tuple[float, float | None, float]]:
+    out = []
+    for point in timeline or ():
+        if not isinstance(point, dict):
+            continue
+        t, p50, p95 = _num(point.get("t")), _num(point.get("p50_ms")), _num(point.get("p95_ms"))
+        if t is None or p95 is None or t < 0:
+            continue  # an interval without requests has no percentile
+        out.append((t, p50, p95))
+    out.sort(key=lambda p: p[0])
+    return out
+
+
+def latency_timeline(latency_section: Any) -> Markup:
+    """v1 p95 (solid) and p50 (thin) per interval over the migration; baseline p95 and the bound as dashed lines."""
+    if not isinstance(latency_section, dict) or not isinstance(latency_section.get("during"), dict):
+        return EMPTY
+    during = latency_section["during"]
+    points = _latency_points(during.get("timeline"))
+    if len(points) < 2 or points[-1][0] <= 0:
+        return EMPTY
+    baseline = _latency_block(latency_section.get("baseline")).get("p95")
+    throttle = during.get("throttle") if isinstance(during.get("throttle"), dict) else {}
+    limit = _num(throttle.get("limit_p95_ms")) if throttle.get("enabled") else None
+    refs = [(v, name, color) for v, name, color in ((baseline, "baseline p95", BASELINE),
+                                                    (limit, "throttle bound", COLORS["failed"])) if v is not None]
+    width, height = 720, 240
+    left, right, top, bottom = 58, 110, 18, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    t_max = points[-1][0]
+    y_max = nice_ceiling(max([p[2] for p in points] + [v for v, _, _ in refs]))
+
+    def x(t: float) -> float:
+        return left + plot_w * t / t_max
+
+    def y(v: float) -> float:
+        return top + plot_h * (1 - min(v, y_max) / y_max)
+
+    body: list[str] = []
+    for i in range(5):
+        frac = i / 4
+        gy = top + plot_h * (1 - frac)
+        body.append(f'<line x1="{left}" y1="{_f(gy)}" x2="{left + plot_w}" y2="{_f(gy)}" stroke="{GRID}"/>')
+        body.append(_text(left - 6, gy + 4, fmt_number(y_max * frac), anchor="end"))
+    step = nice_ceiling(t_max / 6)
+    for i in range(int(t_max / step + 1e-9) + 1):
+        t = step * i
+        body.append(_text(x(t), top + plot_h + 16, fmt_seconds(t)))
+    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{AXIS}"/>')
+    for value, name, color in refs:
+        body.append(f'<line x1="{left}" y1="{_f(y(value))}" x2="{left + plot_w}" y2="{_f(y(value))}" '
+                    f'stroke="{color}" stroke-dasharray="6 4" class="ref-{name.split()[0]}"/>')
+        body.append(_text(left + plot_w + 6, y(value) + 4, f"{name} {value:.3g}", anchor="start", color=color,
+                          size=10))
+    p50 = " ".join(f"{_f(x(t))},{_f(y(v))}" for t, v, _ in points if v is not None)
+    if p50:
+        body.append(f'<polyline points="{p50}" fill="none" stroke="{DONE}" stroke-width="1" class="p50"/>')
+    p95 = " ".join(f"{_f(x(t))},{_f(y(v))}" for t, _, v in points)
+    body.append(f'<polyline points="{p95}" fill="none" stroke="{DURING}" stroke-width="2" class="p95"/>')
+    body.append(_text(left, top - 5, "v1 latency, ms (p95 bold, p50 thin)", anchor="start", color=DURING))
+    body.append(_text(left + plot_w / 2, height - 4, "seconds since the migration started"))
+    over = sum(1 for _, _, v in points if limit is not None and v > limit)
+    title = f"v1 latency over {fmt_seconds(t_max)} of migration"
+    if limit is not None:
+        title += f": p95 above the bound in {over} of {len(points)} intervals"
+    return _svg("chart-latency-timeline", width, height, title, body)
 
 
 def diff_bars(diff: Any) -> Markup:

@@ -160,7 +160,15 @@ def performance_section(performance: dict[str, Any] | None, run_result: dict[str
     timeline = timeline_points(perf.get("timeline"))
     if timeline is not None:
         out["timeline"] = timeline
+    report = perf.get("load_report")
+    if latency and isinstance(report, str) and _relative_path(report):
+        out["load_report"] = report
     return out
+
+
+def _relative_path(value: str) -> bool:
+    """A link the report may render: relative, inside the report directory, no scheme."""
+    return bool(value) and ":" not in value and not value.startswith(("/", "\\")) and ".." not in value.split("/")
 
 
 def timeline_points(value: Any) -> list[dict[str, Any]] | None:

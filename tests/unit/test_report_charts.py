@@ -111,3 +111,59 @@ def test_the_schema_and_the_assembler_accept_a_timeline_and_refuse_a_broken_one(
     perf = performance_section({"timeline": TIMELINE}, None, {}, 0)
     assert perf["timeline"] == TIMELINE
     assert "timeline" not in performance_section(None, None, {}, 0)
+
+
+LATENCY = {"baseline": {"p50_ms": 4.0, "p95_ms": 10.0, "p99_ms": 20.0, "noise_p95_pct": 12.5},
+           "during": {"p50_ms": 5.0, "p95_ms": 12.0, "p99_ms": 25.0,
+                      "throttle": {"enabled": True, "limit_p95_ms": 10.5, "max_v1_p95_degradation_pct": 5.0},
+                      "timeline": [{"t": 0.0, "p50_ms": 4.0, "p95_ms": 9.0},
+                                   {"t": 1.0, "p50_ms": None, "p95_ms": None},
+                                   {"t": 2.0, "p50_ms": 6.0, "p95_ms": 15.0},
+                                   {"t": 3.0, "p50_ms": 5.0, "p95_ms": 10.0}],
+                      "after_migration": {"p50_ms": 4.5, "p95_ms": 11.0, "p99_ms": 21.0, "requests": 300,
+                                          "failures": 0, "degradation": {"overall": {"p95_pct": 10.0}}}}}
+
+
+def test_latency_timeline_plots_p95_against_the_baseline_and_the_bound() -> None:
+    root = parse(charts.latency_timeline(LATENCY))
+    assert root.get("id") == "chart-latency-timeline"
+    p95 = polyline(root, "p95")
+    assert len(p95) == 3  # the interval without requests has no percentile and is skipped
+    refs = {n.get("class"): float(n.get("y1") or 0) for n in root.iter(f"{SVG}line")
+            if (n.get("class") or "").startswith("ref-")}
+    assert set(refs) == {"ref-baseline", "ref-throttle"}
+    assert refs["ref-throttle"] < refs["ref-baseline"]  # 10.5 ms sits above 10 ms (y grows downwards)
+    # 15 ms (t=2) is the highest point and lies above the bound, 9 ms (t=0) below the baseline
+    assert min(p95, key=lambda p: p[1]) == p95[1] and p95[1][1] < refs["ref-throttle"] < p95[0][1]
+    title = root.find(f"{SVG}title")
+    assert title is not None and "above the bound in 1 of 3 intervals" in (title.text or "")
+    without_throttle = copy.deepcopy(LATENCY)
+    without_throttle["during"]["throttle"] = {"enabled": False}
+    refs2 = {n.get("class") for n in parse(charts.latency_timeline(without_throttle)).iter(f"{SVG}line")
+             if (n.get("class") or "").startswith("ref-")}
+    assert refs2 == {"ref-baseline"}
+
+
+@pytest.mark.parametrize("section", [None, {}, {"baseline": {"p95_ms": 1}, "during": None},
+                                     {"during": {"timeline": [{"t": 0, "p95_ms": 3}]}},
+                                     {"during": {"timeline": "x"}}])
+def test_latency_timeline_without_a_series_draws_nothing(section: Any) -> None:
+    assert str(charts.latency_timeline(section)) == ""
+
+
+def test_the_report_shows_the_after_window_the_noise_and_links_the_load_page() -> None:
+    results = sample_results()
+    results["performance"]["latency"] = copy.deepcopy(LATENCY)
+    results["performance"]["load_report"] = "load/load.html"
+    assert schema_errors(results) == []
+    html = render_results_html(results)
+    assert 'id="chart-latency-timeline"' in html
+    assert "after the migration" in html and "differ by 12.5 %" in html
+    assert '<a href="load/load.html">' in html
+    for bad in ("/etc/passwd", "https://example.com/x", "../x.html"):
+        results["performance"]["load_report"] = bad
+        assert schema_errors(results) or bad == "../x.html", bad
+    # the assembler keeps only a relative link inside the report directory
+    perf = {"latency": {"baseline": {"p95_ms": 1.0}, "during": {"p95_ms": 1.0}}}
+    for link, kept in (("load/load.html", True), ("../x.html", False), ("/tmp/x", False), ("http://h/x", False)):
+        assert ("load_report" in performance_section(perf | {"load_report": link}, None, {}, 0)) is kept, link

@@ -237,3 +237,19 @@ def test_load_generator_hands_absolute_paths_to_its_child(tmp_path: Path, monkey
     samples = Path(cmd[cmd.index("--hera-samples") + 1])
     assert samples.is_absolute() and samples == tmp_path / "reports/x/load/v1-samples.csv"
     assert "--run-time" in cmd and "host=127.0.0.1" not in cmd  # bounded; the DSN is not on the command line
+
+
+def test_a_cautious_start_grows_to_the_runs_size_while_v1_stays_fast() -> None:
+    src, clock, pauses = FakeSource(), Clock(), []
+    th = make(src, clock, pauses, start_chunk=125)
+    assert th.batch_size(500) == 125  # before any reading: a quarter, not the full chunk
+    src.p95 = 10.1  # well within the bound
+    sizes = []
+    for _ in range(8):
+        clock.t += 10
+        th.wait()
+        sizes.append(th.batch_size(500))
+    assert sizes == [156, 195, 243, 303, 378, 472, 500, 500]
+    assert th.summary()["start_chunk"] == 125
+    assert make(src, clock, pauses, start_chunk=10_000).batch_size(500) == 500  # never above the run's size
+    assert make(src, clock, pauses, start_chunk=1).chunk == 10  # nor under the floor
