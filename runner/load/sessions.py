@@ -116,6 +116,7 @@ def org_session(size: str, seed: int, plan: LoadPlan, out: Path, console: Consol
             "rate_under_load": during.get("migration_rate_under_load"),
             "during_seconds": during.get("seconds"),
             "baseline_p95_ms": ((perf.get("latency") or {}).get("baseline") or {}).get("p95_ms"),
+            "baseline_noise_p95_pct": ((perf.get("latency") or {}).get("baseline") or {}).get("noise_p95_pct"),
             "during_p95_ms": during.get("p95_ms"),
             "contention_failures": during.get("contention_failures"),
             "after_p95_ms": (during.get("after_migration") or {}).get("p95_ms"),
@@ -125,6 +126,10 @@ def org_session(size: str, seed: int, plan: LoadPlan, out: Path, console: Consol
         return summary
     finally:
         srv.stop()
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         console.rule(f"{args.size}: {name.replace('_', ' ')}")
         variants[name] = org_session(args.size, args.seed, plan(throttle), out / name, console, rehearsal=False)
     lines = [f"{'variant':<12} {'migrated':>9} {'migrate s':>9} {'rec/s':>8} {'rec/s@load':>10} {'base p95':>9} "
-             f"{'during p95':>10} {'Δp95 %':>7} {'contention':>10}"]
+             f"{'during p95':>10} {'Δp95 %':>7} {'after p95':>9} {'noise %':>7} {'contention':>10}"]
     for name, v in variants.items():
         lines.append(f"{name:<12} {v['migrated'] or 0:>9,} {v['migrate_seconds'] or 0:>9.1f} "
                      f"{v['records_per_second'] or 0:>8.1f} {v['rate_under_load'] or 0:>10.1f} "
                      f"{v['baseline_p95_ms'] or 0:>9.2f} "
-                     f"{v['during_p95_ms'] or 0:>10.2f} {v['impact_pct'] if v['impact_pct'] is not None else '-':>7} "
+                     f"{v['during_p95_ms'] or 0:>10.2f} {_or_dash(v['impact_pct']):>7} "
+                     f"{_or_dash(v['after_p95_ms']):>9} {_or_dash(v['baseline_noise_p95_pct']):>7} "
                      f"{v['contention_failures'] or 0:>10}")
     console.print("\n".join(lines))
     (out / "tradeoff.json").write_text(json.dumps({"size": args.size, "users": args.users, "rate": args.rate,

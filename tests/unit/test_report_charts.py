@@ -160,6 +160,21 @@ def test_the_report_shows_the_after_window_the_noise_and_links_the_load_page() -
     assert 'id="chart-latency-timeline"' in html
     assert "after the migration" in html and "differ by 12.5 %" in html
     assert '<a href="load/load.html">' in html
+    assert 'id="latency-tasks"' not in html  # no per-task blocks in this results.json
+    tasks = copy.deepcopy(results)
+    lat = tasks["performance"]["latency"]
+    lat["baseline"]["tasks"] = {"trial_balance": {"p95_ms": 20.0}, "read_txn": {"p95_ms": 2.0}}
+    lat["during"]["tasks"] = {"trial_balance": {"p95_ms": 30.0, "contention_failures": 0},
+                              "read_txn": {"p95_ms": 2.4, "contention_failures": 0}}
+    lat["during"]["degradation"] = {"trial_balance": {"p95_pct": 50.0}, "read_txn": {"p95_pct": 20.0}}
+    lat["during"]["after_migration"]["degradation"] |= {"trial_balance": {"p95_pct": 75.5},
+                                                       "read_txn": {"p95_pct": 1.25}}
+    assert schema_errors(tasks) == []
+    table = render_results_html(tasks).split('id="latency-tasks"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td class=\"l\">(\w+)</td>(.*?)</tr>", table, re.S)
+    assert [r[0] for r in rows] == ["read_txn", "trial_balance"]
+    cells = {name: re.findall(r"<td>([^<]*)</td>", body) for name, body in rows}
+    assert cells["trial_balance"][2:4] == ["50 %", "75.5 %"] and cells["read_txn"][2:4] == ["20 %", "1.25 %"]
     for bad in ("/etc/passwd", "https://example.com/x", "../x.html"):
         results["performance"]["load_report"] = bad
         assert schema_errors(results) or bad == "../x.html", bad
