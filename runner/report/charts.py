@@ -87,6 +87,34 @@ def _text(x: float, y: float, text: str, *, anchor: str = "middle", color: str =
             f'font-weight="{weight}">{escape(text)}</text>')
 
 
+def _y_grid(left: float, top: float, plot_w: float, plot_h: float, y_max: float, *, color: str = TEXT,
+            right_max: float | None = None, right_color: str = TEXT) -> list[str]:
+    """Five horizontal grid lines with the left axis' labels (and the right axis' when `right_max` is given)."""
+    body: list[str] = []
+    for i in range(5):
+        frac = i / 4
+        gy = top + plot_h * (1 - frac)
+        body.append(f'<line x1="{left}" y1="{_f(gy)}" x2="{left + plot_w}" y2="{_f(gy)}" stroke="{GRID}"/>')
+        body.append(_text(left - 6, gy + 4, fmt_number(y_max * frac), anchor="end", color=color))
+        if right_max is not None:
+            body.append(_text(left + plot_w + 6, gy + 4, fmt_number(right_max * frac), anchor="start",
+                              color=right_color))
+    return body
+
+
+def _time_axis(left: float, top: float, plot_w: float, plot_h: float, t_max: float) -> list[str]:
+    """The x axis in seconds from 0 to t_max: ticks at a round step, labels, and the axis line."""
+    body: list[str] = []
+    step = nice_ceiling(t_max / 6)
+    for i in range(int(t_max / step + 1e-9) + 1):
+        tx = left + plot_w * step * i / t_max
+        body.append(f'<line x1="{_f(tx)}" y1="{top + plot_h}" x2="{_f(tx)}" y2="{top + plot_h + 4}" '
+                    f'stroke="{AXIS}"/>')
+        body.append(_text(tx, top + plot_h + 16, fmt_seconds(step * i)))
+    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{AXIS}"/>')
+    return body
+
+
 def score_gauge(score: Any, status: str) -> Markup:
     value = _num(score)
     if value is None:
@@ -144,20 +172,8 @@ def throughput(timeline: Any) -> Markup:
     def y_done(v: float) -> float:
         return top + plot_h * (1 - v / done_max)
 
-    body: list[str] = []
-    for i in range(5):  # horizontal grid and both axes' labels
-        frac = i / 4
-        gy = top + plot_h * (1 - frac)
-        body.append(f'<line x1="{left}" y1="{_f(gy)}" x2="{left + plot_w}" y2="{_f(gy)}" stroke="{GRID}"/>')
-        body.append(_text(left - 6, gy + 4, fmt_number(rate_max * frac), anchor="end", color=RATE))
-        body.append(_text(left + plot_w + 6, gy + 4, fmt_number(done_max * frac), anchor="start", color=DONE))
-    step = nice_ceiling(t_max / 6)
-    for i in range(int(t_max / step + 1e-9) + 1):
-        t = step * i
-        body.append(f'<line x1="{_f(x(t))}" y1="{top + plot_h}" x2="{_f(x(t))}" y2="{top + plot_h + 4}" '
-                    f'stroke="{AXIS}"/>')
-        body.append(_text(x(t), top + plot_h + 16, fmt_seconds(t)))
-    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{AXIS}"/>')
+    body = _y_grid(left, top, plot_w, plot_h, rate_max, color=RATE, right_max=done_max, right_color=DONE)
+    body += _time_axis(left, top, plot_w, plot_h, t_max)
     line = " ".join(f"{_f(x(t))},{_f(y_rate(r))}" for t, _, r in points)
     area = f"{_f(x(points[0][0]))},{_f(top + plot_h)} {line} {_f(x(points[-1][0]))},{_f(top + plot_h)}"
     body.append(f'<polygon points="{area}" fill="{RATE_FILL}" fill-opacity="0.7" class="rate-area"/>')
@@ -193,12 +209,7 @@ def latency(latency_section: Any) -> Markup:
     left, right, top, bottom = 48, 12, 24, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     y_max = nice_ceiling(max(values))
-    body: list[str] = []
-    for i in range(5):
-        frac = i / 4
-        gy = top + plot_h * (1 - frac)
-        body.append(f'<line x1="{left}" y1="{_f(gy)}" x2="{left + plot_w}" y2="{_f(gy)}" stroke="{GRID}"/>')
-        body.append(_text(left - 6, gy + 4, fmt_number(y_max * frac), anchor="end"))
+    body = _y_grid(left, top, plot_w, plot_h, y_max)
     groups = ("p50", "p95", "p99")
     group_w = plot_w / len(groups)
     bar_w = group_w / 3
@@ -262,17 +273,8 @@ def latency_timeline(latency_section: Any) -> Markup:
     def y(v: float) -> float:
         return top + plot_h * (1 - min(v, y_max) / y_max)
 
-    body: list[str] = []
-    for i in range(5):
-        frac = i / 4
-        gy = top + plot_h * (1 - frac)
-        body.append(f'<line x1="{left}" y1="{_f(gy)}" x2="{left + plot_w}" y2="{_f(gy)}" stroke="{GRID}"/>')
-        body.append(_text(left - 6, gy + 4, fmt_number(y_max * frac), anchor="end"))
-    step = nice_ceiling(t_max / 6)
-    for i in range(int(t_max / step + 1e-9) + 1):
-        t = step * i
-        body.append(_text(x(t), top + plot_h + 16, fmt_seconds(t)))
-    body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="{AXIS}"/>')
+    body = _y_grid(left, top, plot_w, plot_h, y_max)
+    body += _time_axis(left, top, plot_w, plot_h, t_max)
     for value, name, color in refs:
         body.append(f'<line x1="{left}" y1="{_f(y(value))}" x2="{left + plot_w}" y2="{_f(y(value))}" '
                     f'stroke="{color}" stroke-dasharray="6 4" class="ref-{name.split()[0]}"/>')

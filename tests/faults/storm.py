@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,13 +159,9 @@ class Storm:
         else:
             left = self.total - before.done
             target = before.done + max(1, int(left * self.rng.uniform(*self.plan.step)))
-            proc = self.spawn(self.run_args(resume=True))
-            with Watcher(self.dsn, self.run_id) as w:
-                if not kill_when(proc, lambda: w.now().done >= target, timeout=RUN_TIMEOUT,
-                                 what=f"journal progress {target}"):
-                    assert proc.proc.returncode == EXIT_OK, proc.tail()
-                    return False
-            self.killed(proc, f"progress >= {target} (external)")
+            if not self.kill_on_journal(self.run_args(resume=True), lambda p: p.done >= target,
+                                        f"journal progress {target}", f"progress >= {target} (external)"):
+                return False
         self.check(f"after kill {self.kills[-1]}")
         self.tally.resumed += 1
         return True
@@ -176,13 +173,9 @@ class Storm:
         if before.done >= self.total - 1 or not self.candidates["reporting_alias"]:
             return False
         target = max(before.done, first) + self.rng.randint(1, max(1, (self.total - max(before.done, first)) // 2))
-        proc = self.spawn(self.run_args(resume=True))
-        with Watcher(self.dsn, self.run_id) as w:
-            if not kill_when(proc, lambda: w.now().done >= target, timeout=RUN_TIMEOUT,
-                             what=f"journal progress {target} (tier 3)"):
-                assert proc.proc.returncode == EXIT_OK, proc.tail()
-                return False
-        self.killed(proc, f"tier-3 progress >= {target} (external)")
+        if not self.kill_on_journal(self.run_args(resume=True), lambda p: p.done >= target,
+                                    f"journal progress {target} (tier 3)", f"tier-3 progress >= {target} (external)"):
+            return False
         self.check("after a kill in tier 3")
         self.tally.resumed += 1
         return True
@@ -232,15 +225,20 @@ class Storm:
         self.tally.unexpected += unexpected_total(res)
         return res
 
-    def kill_rollback_at(self, target: int) -> bool:
-        proc = self.spawn(["rollback", self.run_id, "--no-progress"])
+    def kill_on_journal(self, args: list[str], reached: Callable[[Progress], bool], what: str, how: str) -> bool:
+        """Start `args`, SIGKILL it once the journal satisfies `reached`; False when it finished (exit 0) first."""
+        proc = self.spawn(args)
         with Watcher(self.dsn, self.run_id) as w:
-            if not kill_when(proc, lambda: w.now().rollback_chunks >= target, timeout=RUN_TIMEOUT,
-                             what=f"rollback chunk {target}"):
+            if not kill_when(proc, lambda: reached(w.now()), timeout=RUN_TIMEOUT, what=what):
                 assert proc.proc.returncode == EXIT_OK, proc.tail()
                 return False
-        self.killed(proc, f"rollback chunks >= {target} (external)")
+        self.killed(proc, how)
         return True
+
+    def kill_rollback_at(self, target: int) -> bool:
+        return self.kill_on_journal(["rollback", self.run_id, "--no-progress"],
+                                    lambda p: p.rollback_chunks >= target, f"rollback chunk {target}",
+                                    f"rollback chunks >= {target} (external)")
 
     def storm_rollback(self) -> None:
         for i in range(self.plan.rollback_kills):
