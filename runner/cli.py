@@ -389,12 +389,12 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
         run_spec = pipeline.spec_of_run(dsn, during_run)
         wait_for_results(out / "results.json", measured.windows["during"][0])  # written after the run began
         snapshot = out / pipeline.SNAPSHOT_FILE
+        performance = measured.performance()
         outcome = validate_run(dsn, run_spec, during_run, report_dir=out,
-                               snapshot_path=snapshot if snapshot.exists() else None,
-                               performance=measured.performance())
+                               snapshot_path=snapshot if snapshot.exists() else None, performance=performance)
         console.print(pipeline.verdict_line(json.loads(outcome.results_path.read_text(encoding="utf-8")),
                                             outcome.html_path))
-        return exit_code(outcome.exit_code, measured.performance(), console)
+        return exit_code(outcome.exit_code, performance, console)
     assert spec is not None
     opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, now=now,
                                report_dir=report_dir)
