@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -47,10 +49,27 @@ def proofs(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def real(session: nox.Session) -> None:
+    """The real-HERA tier: HERA's production schema (HERA_REAL_SCHEMA=/path/to/dump/schema.sql of
+    heraerp/heraerp-prd, loaded with our §6 stubs) next to our core, small and medium organisations through the
+    whole CLI pipeline, and every pinned behaviour of the core (tests/integration/test_cores.py, test_hera_core.py).
+    Without the variable the session fails: the default suite already runs the tier on our core alone.
+    HERA_TEST_SERVER=system runs it on the system's PostgreSQL 15 instead of the embedded 18."""
+    schema_file = os.environ.get("HERA_REAL_SCHEMA", "")
+    if not schema_file or not os.path.isfile(schema_file):
+        session.error("set HERA_REAL_SCHEMA to HERA's production schema dump (dump/schema.sql of heraerp/heraerp-prd)")
+    session.install("-e", ".[dev]")
+    session.run("pytest", "tests/integration/test_cores.py", "tests/integration/test_hera_core.py", "-q",
+                "-rs", *session.posargs, env={"HERA_SLOW": "1", "HERA_REAL_SCHEMA": schema_file})
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: `nox -s bench -- --sizes small,medium,enterprise` (default: small,medium).
 
-    Installs the `bench` extra (reladiff, for the diff comparison); without it the bench says so and goes on."""
+    With HERA_REAL_SCHEMA set, every size is measured on our core and on HERA's production schema side by side
+    (same server, same run). Installs the `bench` extra (reladiff, for the diff comparison); without it the bench
+    says so and goes on."""
     session.install("-e", ".[dev,bench]")
     session.run("python", "-m", "runner.bench", *session.posargs)
 

@@ -115,7 +115,10 @@ def db_up(port: int | None, with_schema: bool) -> None:
 @db.command("schema")
 @click.pass_context
 def db_schema(ctx: click.Context) -> None:
-    """Install the HERA-compatible core schema and v1 RPCs into the DSN (idempotent)."""
+    """Install the HERA-compatible core schema and v1 RPCs into the DSN (idempotent).
+
+    Refuses (exit 2, nothing changed) when the database already holds a HERA core the harness did not install,
+    such as HERA's production schema."""
     from runner.db import providers, schema
 
     dsn = _options(ctx).dsn
@@ -135,7 +138,8 @@ def db_schema(ctx: click.Context) -> None:
               help="How many organisations to generate.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed; the same seed gives the same data.")
 @click.option("--schema/--no-schema", "with_schema", default=True, show_default=True,
-              help="Install the HERA core first (idempotent).")
+              help="Install our HERA core first when the database has none (idempotent); a HERA core that is "
+                   "already there, ours or production's, is used as it is.")
 @click.pass_context
 def fixtures_cmd(ctx: click.Context, size: str, org_count: int, seed: int, with_schema: bool) -> None:
     """Generate synthetic HERA organisations (SIZE: small, medium, enterprise); print their ids."""
@@ -148,7 +152,7 @@ def fixtures_cmd(ctx: click.Context, size: str, org_count: int, seed: int, with_
                                "start one with 'hera-migrate db up'")
     with providers.server(dsn) as srv:
         if with_schema:
-            schema.install(srv.dsn)
+            schema.ensure_core(srv.dsn)
         result = generate.generate(srv.dsn, size=size, orgs=org_count, seed=seed, progress=sys.stderr.isatty())
     click.echo(result.summary(), err=True)
     for org in result.organizations:

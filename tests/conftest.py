@@ -4,6 +4,11 @@ The server is the embedded one unless HERA_DSN names an existing server (which t
 CREATEROLE); HERA_TEST_SERVER=system starts the system's PostgreSQL binaries instead of the embedded ones. Each test
 that asks for `db_dsn` gets its own database cloned from a template that already holds the HERA core, so tests
 never see each other's rows and need no cleanup order.
+
+Two cores: `core_template` holds our stand-in (fixtures/sql); `real_template` holds HERA's production schema,
+loaded from the file HERA_REAL_SCHEMA names (with our §6 stubs) — never part of this repository, so without the
+variable every test that needs it skips and says why. `core_dsn` is a fresh database of either core, one test per
+core (`@pytest.mark.real` on the production one): the same test must pass on both.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from runner.db import schema
+from runner.db import realcore, schema
 from runner.db.connect import connect, with_database
 from runner.db.providers import Server, start_local
+
+NO_REAL_SCHEMA = (f"{realcore.ENV} is not set: point it at HERA's production schema (dump/schema.sql of "
+                  "heraerp/heraerp-prd) to run this test on the real core; `nox -s real` requires it")
+CORES = [pytest.param("ours", id="ours"), pytest.param("real", id="real", marks=pytest.mark.real)]
 
 
 def _admin(dsn: str) -> psycopg.Connection[Any]:
@@ -59,6 +68,37 @@ def core_template(pg_server: Server) -> Iterator[str]:
     name = create_database(pg_server.dsn)
     schema.install(with_database(pg_server.dsn, name))
     yield name
+    drop_database(pg_server.dsn, name)
+
+
+@pytest.fixture(scope="session")
+def real_template(pg_server: Server) -> Iterator[str]:
+    """A database holding HERA's production schema (stubs + HERA_REAL_SCHEMA); cloned per test."""
+    found = realcore.configured()
+    if found is None:
+        pytest.skip(NO_REAL_SCHEMA)
+    name = create_database(pg_server.dsn)
+    realcore.load(with_database(pg_server.dsn, name), found)
+    yield name
+    drop_database(pg_server.dsn, name)
+
+
+def template_of(request: pytest.FixtureRequest, core: str) -> str:
+    name = request.getfixturevalue("real_template" if core == "real" else "core_template")
+    return str(name)
+
+
+@pytest.fixture(params=CORES)
+def core(request: pytest.FixtureRequest) -> str:
+    """Which HERA core the test runs on: "ours" (fixtures/sql) or "real" (HERA_REAL_SCHEMA)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def core_dsn(request: pytest.FixtureRequest, pg_server: Server, core: str) -> Iterator[str]:
+    """DSN of a fresh database holding `core` (each test using it runs once per core)."""
+    name = create_database(pg_server.dsn, template=template_of(request, core))
+    yield with_database(pg_server.dsn, name)
     drop_database(pg_server.dsn, name)
 
 

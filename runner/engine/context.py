@@ -75,7 +75,9 @@ REASONS = {
     "reason_unbalanced": "unbalanced",  # the original's GL lines do not balance (DR <> CR)
     "reason_fx": "fx_incomplete",  # posted, foreign currency, FX fields missing: rollback could not re-post it
     "reason_case": "noncanonical_smart_code",  # neither .v<n> canonical nor all upper case: not restorable
-    "reason_actor": "null_updated_by",  # rollback could not restore a NULL updated_by (actor trigger)
+    # HERA's reverse cannot even update such a row (its UPDATE keeps the NULL, the actor trigger refuses it), nor
+    # could a rollback restore a NULL updated_by
+    "reason_actor": "null_updated_by",
     "reason_missing": "repost_missing",
     "reason_code": "repost_code_mismatch",
     "reason_lines": "repost_lines_differ",

@@ -29,7 +29,8 @@ EXPECTED — explained by run R:
     E3 updated original: marked, role "original", and ALL of: only transaction_status, metadata, version,
        updated_at, updated_by, smart_code changed; status is "reversed"; metadata minus {migration,
        reversal_id, reversed_at, reversal_reason} equals the before metadata (NULL counts as {}); reversal_id
-       present; version = before + 1; updated_by = A; smart_code differs at most by the case of its
+       present; version = before + 1 (HERA's reverse); updated_by = A (HERA's reverse leaves updated_by as it
+       was; the run's mark stamps A); smart_code differs at most by the case of its
        `.v<n>` suffix; `migration.pre` holds all of smart_code, smart_code_status, transaction_status,
        metadata, version, updated_at, updated_by with exactly the before values; `migration.repost_id` is a new
        repost of it (E1) and `metadata.reversal_id` a new twin of it (E2); `migration.reversal_id`, if

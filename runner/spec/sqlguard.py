@@ -36,11 +36,11 @@ _FORBIDDEN_WORDS: dict[str, str] = {
 }
 _LOCKING_NEXT = frozenset({"update", "share", "no", "key"})
 
-# HERA functions known to be read-only (fixtures/sql and hera-reference §2); every other hera_* call is refused.
+# Read-only functions of production HERA (hera-reference §2), which our stand-in core defines too; every other
+# hera_* call is refused, including helpers only a stand-in might have (a check must run on production).
 READ_ONLY_HERA = frozenset({
     "hera_txn_read_v1", "hera_txn_query_v1", "hera_txn_validate_v1", "hera_gl_validate_balance", "hera_line_side",
-    "hera_line_debit_amount", "hera_line_credit_amount", "hera_is_financial_smart_code", "hera_smart_code_canonical",
-    "hera_smart_code_is_strict", "hera_smart_code_is_loose", "hera_smart_code_add_header", "hera_allowed_orgs",
+    "hera_line_debit_amount", "hera_line_credit_amount", "hera_norm_thresholds",
 })
 _HERA_WRITERS = frozenset({
     "hera_txn_emit_v1", "hera_txn_reverse_v1", "hera_txn_void_v1", "hera_txn_create_v1", "hera_txn_crud_v1",

@@ -1,13 +1,18 @@
 """Bulk-load mode for the fixture generator: make the server's per-row work set-based for the load transaction.
 
-Measured on this machine: HERA's smart-code CHECK regexes cost ~26 µs (strict) and ~40 µs (loose) per row in
-PostgreSQL's regex engine, and each foreign key costs a row lookup per insert. For a load larger than what the
-tables hold, this module, inside the load transaction only:
-- disables HERA's row triggers (the generator writes rows in the state they would leave them; `verify` checks);
-- drops secondary indexes and primary/unique keys and rebuilds them once at the end;
-- drops foreign keys and re-adds them at the end, which validates every row in one set-based pass;
-- drops the smart-code pattern CHECKs and re-adds them NOT VALID (as real HERA has its loose ones) after checking
-  every *distinct* loaded smart code against the very same expressions.
+Every trigger, foreign key and index costs per row. For a load larger than what the tables hold, this module,
+inside the load transaction only:
+- disables the six tables' *enabled* user triggers by name and re-enables exactly those, in their original mode
+  (production has triggers that are disabled on purpose and must stay so; the generator writes rows in the state
+  the triggers would leave them, and `generate._verify` checks);
+- drops secondary indexes and rebuilds them once at the end;
+- drops the six tables' foreign keys and re-adds them at the end, which validates every row in one set-based pass;
+- drops primary and unique keys and rebuilds them, except the ones a foreign key from a table outside the six
+  depends on (production's workflow tables reference `core_entities` and `core_organizations`): those stay;
+- drops the smart-code pattern CHECKs that are NOT VALID (production's loose ones) and re-adds them NOT VALID
+  after checking every *distinct* loaded smart code against the very same expressions. Validated CHECKs stay in
+  place and are paid per row: re-adding them validated would rescan every table.
+The catalog afterwards is what it was before (names, definitions, validity, enabled states); a test pins that.
 The migration itself never uses this: it writes through the constraints and triggers exactly as HERA does.
 """
 
@@ -34,6 +39,9 @@ PATTERN_CHECKS = ("chk_core_entities_smart_code_pattern", "chk_ut_smart_code_pat
                   "core_entities_smart_code_ck", "core_dynamic_data_smart_code_ck", "core_relationships_smart_code_ck",
                   "ut_smart_code_ck", "utl_smart_code_ck")
 
+# ALTER TABLE ... ENABLE [REPLICA | ALWAYS] TRIGGER, by pg_trigger.tgenabled.
+_ENABLE = {"O": "ENABLE TRIGGER", "R": "ENABLE REPLICA TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}
+
 
 @dataclass
 class BulkReport:
@@ -41,7 +49,9 @@ class BulkReport:
     indexes: int = 0
     foreign_keys: int = 0
     keys: int = 0
+    kept_keys: list[str] = field(default_factory=list)  # keys other tables' foreign keys depend on
     pattern_checks: int = 0
+    triggers: int = 0
     dropped_checks: list[tuple[str, str, str]] = field(default_factory=list)  # table, name, definition
 
 
@@ -49,11 +59,26 @@ def _fetch(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
     return conn.execute(query, (list(SIX),)).fetchall()
 
 
+def _enabled_triggers(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str]]:
+    return [(r[0], r[1], r[2]) for r in _fetch(conn, """
+        SELECT c.relname, t.tgname, t.tgenabled::text
+          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+           AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
+         ORDER BY 1, 2""")]
+
+
+def _alter(table: str, action: sql.Composable) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ").format(sql.Identifier(table)) + action
+
+
 @contextmanager
 def bulk_mode(conn: psycopg.Connection[Any], expected_rows: int) -> Iterator[BulkReport]:
     report = BulkReport()
-    for table in SIX:
-        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table)))
+    triggers = _enabled_triggers(conn)
+    for table, name, _ in triggers:
+        conn.execute(_alter(table, sql.SQL("DISABLE TRIGGER {}").format(sql.Identifier(name))))
+    report.triggers = len(triggers)
     row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
                        "WHERE oid = 'public.universal_transaction_lines'::regclass").fetchone()
     report.bulk = row is not None and row[0] < expected_rows
@@ -72,23 +97,27 @@ def bulk_mode(conn: psycopg.Connection[Any], expected_rows: int) -> Iterator[Bul
             SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
              WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)""")]
-        # Primary and unique keys of random uuids are cheaper to build once than to maintain per row; the
-        # foreign keys that depend on them are already in `fks`.
-        keys = [(r[0], r[1], r[2]) for r in _fetch(conn, """
-            SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
+        # Primary and unique keys of random uuids are cheaper to build once than to maintain per row, unless a
+        # foreign key we do not drop (one of another table) needs them.
+        candidates = conn.execute("""
+            SELECT c.relname, k.conname, pg_get_constraintdef(k.oid),
+                   EXISTS (SELECT 1 FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.conrelid
+                            WHERE f.contype = 'f' AND f.conindid = k.conindid
+                              AND NOT (fc.relnamespace = 'public'::regnamespace AND fc.relname = ANY(%(six)s)))
               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
              WHERE k.contype IN ('p', 'u') AND c.relnamespace = 'public'::regnamespace
-               AND c.relname = ANY(%s)""")]
+               AND c.relname = ANY(%(six)s)""", {"six": list(SIX)}).fetchall()
+        keys = [(r[0], r[1], r[2]) for r in candidates if not r[3]]
+        report.kept_keys = sorted(r[1] for r in candidates if r[3])
         report.dropped_checks = [(r[0], r[1], r[2]) for r in conn.execute("""
             SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
               FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-             WHERE k.contype = 'c' AND c.relnamespace = 'public'::regnamespace AND k.conname = ANY(%s)""",
-            (list(PATTERN_CHECKS),)).fetchall()]
+             WHERE k.contype = 'c' AND NOT k.convalidated AND c.relnamespace = 'public'::regnamespace
+               AND k.conname = ANY(%s)""", (list(PATTERN_CHECKS),)).fetchall()]
         for name, _ in indexes:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
         for table, name, _ in [*fks, *keys, *report.dropped_checks]:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table),
-                                                                             sql.Identifier(name)))
+            conn.execute(_alter(table, sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name))))
     yield report
     if report.bulk:
         for _, definition in indexes:
@@ -99,13 +128,13 @@ def bulk_mode(conn: psycopg.Connection[Any], expected_rows: int) -> Iterator[Bul
             _add_constraint(conn, table, name, definition.removesuffix(" NOT VALID") + " NOT VALID")
         report.indexes, report.foreign_keys, report.pattern_checks = len(indexes), len(fks), len(report.dropped_checks)
         report.keys = len(keys)
-    for table in SIX:
-        conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table)))
+    for table, name, mode in triggers:
+        conn.execute(_alter(table, sql.SQL(_ENABLE[mode] + " {}").format(sql.Identifier(name))))
 
 
 def _add_constraint(conn: psycopg.Connection[Any], table: str, name: str, definition: str) -> None:
-    head = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(table), sql.Identifier(name))
-    conn.execute(head + sql.SQL(definition))  # catalog text from pg_get_constraintdef
+    head = sql.SQL("ADD CONSTRAINT {} ").format(sql.Identifier(name))
+    conn.execute(_alter(table, head + sql.SQL(definition)))  # catalog text from pg_get_constraintdef
 
 
 def verify_patterns(conn: psycopg.Connection[Any], report: BulkReport, org_ids: list[str]) -> None:

@@ -18,8 +18,12 @@ ENTITY_COLUMNS = ("id", "organization_id", "entity_type", "entity_name", "entity
                   "smart_code", "smart_code_status", "business_rules", "metadata", "status", "created_at",
                   "updated_at", "created_by", "updated_by", "version")
 DYNAMIC_COLUMNS = ("id", "organization_id", "entity_id", "field_name", "field_type", "field_value_text",
-                   "field_value_number", "field_value_boolean", "field_value_json", "smart_code", "created_at",
-                   "updated_at", "created_by", "updated_by")
+                   "field_value_number", "field_value_boolean", "field_value_json", "smart_code", "ai_insights",
+                   "validation_status", "created_at", "updated_at", "created_by", "updated_by")
+# What HERA's trg_ef_soft_validate leaves on every INSERTed field: it judges the row stored under NEW.id, which
+# does not exist yet (hera-reference §1.8; production data: most fields look exactly like this).
+INSERTED_FIELD_INSIGHTS = {"validation_errors": {"missing_fields": {
+    "organization_id": False, "entity_id": False, "field_name": False, "smart_code": False}}}
 RELATIONSHIP_COLUMNS = ("id", "organization_id", "from_entity_id", "to_entity_id", "relationship_type",
                         "relationship_data", "smart_code", "effective_date", "created_at", "updated_at", "created_by",
                         "updated_by")
@@ -92,8 +96,8 @@ class _Builder:
         self.rows["core_dynamic_data"].append(ct.row(
             ct.new_uuid(self.rng), self.org, entity_id, name, ftype, ct.text(text), number or ct.NULL,
             ct.NULL if boolean is None else ("t" if boolean else "f"),
-            ct.NULL if json_value is None else ct.jsonb(json_value), smart_code, self.created, self.created,
-            self.actor, self.actor))
+            ct.NULL if json_value is None else ct.jsonb(json_value), smart_code, ct.jsonb(INSERTED_FIELD_INSIGHTS),
+            "invalid", self.created, self.created, self.actor, self.actor))
 
     def relate(self, src: str, dst: str, rtype: str, smart_code: str, data: dict[str, Any] | None = None) -> None:
         self.rows["core_relationships"].append(ct.row(

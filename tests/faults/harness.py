@@ -622,8 +622,9 @@ def misclassified(snapshot: Path, run_id: str, v1_actors: list[str]) -> tuple[li
     """Every row of the run's before/after diff whose class differs from the ground truth, with the counts of
     each truth. Ground truth, from the snapshots themselves (so a v1 request that committed after the after
     snapshot is simply absent on both sides):
-      - written by a v1 user (created_by for an insert, updated_by for an update): concurrent — including a
-        transaction a v1 user inserted during the run that the run's re-scan then migrated;
+      - written by a v1 user (created_by for an insert, updated_by for an update, and for an original a v1 user
+        reversed the creator of its -REV twin, since HERA's reverse leaves updated_by alone): concurrent —
+        including a transaction a v1 user inserted during the run that the run's re-scan then migrated;
       - an original of the run that a v1 user voided after the run reversed it ("late void"): unexpected — it
         needs review, and rollback will refuse to touch it;
       - everything else was written by the migration, or carries its mark (an alias keeps its updated_by):
@@ -639,10 +640,13 @@ def misclassified(snapshot: Path, run_id: str, v1_actors: list[str]) -> tuple[li
                       CAST(coalesce(ah.updated_by, al.updated_by) AS VARCHAR),
                       ah.transaction_status,
                       json_extract_string(ah.metadata, '$.migration.run_id'),
-                      json_extract_string(ah.metadata, '$.migration.role')
+                      json_extract_string(ah.metadata, '$.migration.role'),
+                      CAST(tw.created_by AS VARCHAR)
                  FROM diff_rows d
                  LEFT JOIN after_universal_transactions ah
                         ON d.table_name = 'universal_transactions' AND ah.id = d.id
+                 LEFT JOIN after_universal_transactions tw
+                        ON tw.id = TRY_CAST(json_extract_string(ah.metadata, '$.reversal_id') AS UUID)
                  LEFT JOIN after_universal_transaction_lines al
                         ON d.table_name = 'universal_transaction_lines' AND al.id = d.id
                 WHERE d.run_id = ?""", [run_id]).fetchall()
@@ -651,8 +655,10 @@ def misclassified(snapshot: Path, run_id: str, v1_actors: list[str]) -> tuple[li
     v1 = set(v1_actors)
     wrong: list[tuple[Any, ...]] = []
     truths: Counter[str] = Counter()
-    for table, rid, kind, cls, reason, created, updated, status, mark_run, role in rows:
+    for table, rid, kind, cls, reason, created, updated, status, mark_run, role, twin_by in rows:
         writer = created if kind == "inserted" else updated
+        if kind == "updated" and mark_run != run_id and twin_by in v1:
+            writer = twin_by  # HERA's reverse leaves the original's updated_by: the twin names who reversed it
         if table == "universal_transactions" and mark_run == run_id and role == "original" and status == "voided":
             truth = "unexpected"  # a late void
         elif writer in v1:  # also the rows of a transaction a v1 user inserted that the run then migrated

@@ -329,6 +329,9 @@ def test_v1_user_works_through_the_run_and_the_rollback(db_dsn: str) -> None:
         if not e["eligible"] and txn not in {op.target for op in log if op.kind == "void"}:
             assert headers[txn]["j"] == e["header"]
     user_rows = {i for i, h in headers.items() if h["updated_by"] == user.actor or h["created_by"] == user.actor}
+    # HERA's reverse leaves the original's updated_by as it was: the user's reversals are known by their twins
+    user_rows |= {str(h["metadata"]["reversal_of"]) for h in headers.values()
+                  if h["created_by"] == user.actor and "reversal_of" in h["metadata"]}
     user_rows |= {i for i, line in lines.items() if line["created_by"] == user.actor}
     at_end = {**{i: h["j"] for i, h in headers.items()}, **lines}
 

@@ -127,9 +127,10 @@ def migrate_original(conn: psycopg.Connection[Any], spec: Spec, org: str, oid: s
     mark = {"run_id": RUN, "role": "original", "tier": "reverse_repost", "repost_id": str(repost),
             "reversal_id": reversal["reversal_id"], "spec": {"name": spec.name, "sha256": spec.sha256},
             "actor": str(ACTOR), "pre": pre[0]}
-    conn.execute("UPDATE universal_transactions SET metadata = coalesce(metadata, '{}'::jsonb) "
+    # as the engine's mark: HERA's reverse leaves updated_by alone, the mark stamps the migration actor
+    conn.execute("UPDATE universal_transactions SET updated_by = %s, metadata = coalesce(metadata, '{}'::jsonb) "
                  "|| jsonb_build_object('migration', %s::jsonb) WHERE organization_id = %s AND id = %s",
-                 (Jsonb(mark), org, oid))
+                 (ACTOR, Jsonb(mark), org, oid))
     return str(repost), str(reversal["reversal_id"])
 
 
