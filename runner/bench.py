@@ -5,8 +5,12 @@
 Each size runs in its own child process (so its peak RSS is its own) on fresh embedded servers:
 1. fixture load: the generator's rows/s (own server);
 2. engine (runner.engine.bench_hook.bench_engine, own server): tier-2 txn/s and row-writes/s, tier-3 rows/s,
-   rollback seconds, and the raw PostgreSQL ceiling measured in the same run (INSERT … SELECT of the same number
-   of header and line rows, no logic), so our rate is printed as a ratio of it;
+   rollback seconds, the physical bound measured in the same run — HERA's own reverse + emit pair on the same
+   rows, nothing else (`bare_pair`) — and the raw PostgreSQL ceiling (INSERT … SELECT of the same number of header
+   and line rows, no logic), so our rate is printed as ratios of both. With HERA_REAL_SCHEMA set, the same
+   engine bench runs first on a second database of the same server holding HERA's production schema (§6 stubs +
+   that file), and the table puts both cores side by side: a stand-in that is cheaper than production would make
+   every other number here optimistic;
 3. on the same database, rolled back to v1 by step 2: before-snapshot rows/s → a second run → validation seconds
    (after-snapshot, diff, checks) → our before/after diff alone, and the same diff by `reladiff` (join mode) on
    the same tables when it is installed (`pip install -e .[bench]`), as a ratio.
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.db import providers, schema
+from runner.db import providers, realcore, schema
 from runner.synth.generate import generate
 
 TARGETS = {"tier2_txn_per_second": 5000, "ceiling_ratio": 0.6, "end_to_end_seconds": 300, "rollback_seconds": 60,
@@ -105,7 +109,7 @@ def _reladiff(dsn: str) -> dict[str, Any]:
 
 def bench_pipeline(size: str, seed: int) -> dict[str, Any]:
     """Steps 2 and 3 of the module docstring on one fresh server."""
-    from runner.db.connect import connect
+    from runner.db.connect import connect, with_database
     from runner.engine import run_migration
     from runner.engine.bench_hook import bench_engine
     from runner.resources import data_dir
@@ -117,6 +121,15 @@ def bench_pipeline(size: str, seed: int) -> dict[str, Any]:
     srv = providers.start_local()
     try:
         schema.install(srv.dsn)
+        real: dict[str, Any] | None = None
+        found = realcore.configured()
+        if found is not None:
+            with connect(with_database(srv.dsn, "postgres"), autocommit=True) as admin:
+                admin.execute("CREATE DATABASE hera_real")
+            real_dsn = with_database(srv.dsn, "hera_real")
+            load_s = realcore.load(real_dsn, found)
+            real = {"schema_sha256": found.sha256, "load_seconds": round(load_s, 2),
+                    "engine": bench_engine(dsn=real_dsn, size=size, seed=seed)}
         t0 = time.monotonic()
         engine = bench_engine(dsn=srv.dsn, size=size, seed=seed)
         engine_s = time.monotonic() - t0
@@ -144,7 +157,7 @@ def bench_pipeline(size: str, seed: int) -> dict[str, Any]:
             diff_only_s = time.monotonic() - t3
         ours_diff_s = diff_only_s + float(phases.get("validate.snapshot_after", 0.0))
         out: dict[str, Any] = {
-            "engine": engine, "engine_seconds": round(engine_s, 2),
+            "engine": engine, "engine_seconds": round(engine_s, 2), "real": real,
             "snapshot_rows": snap_rows, "snapshot_seconds": round(info.seconds, 3),
             "snapshot_rows_per_second": round(snap_rows / info.seconds) if info.seconds else None,
             "second_run_seconds": round(run_s, 2), "second_run_rates": result.rates,
@@ -193,17 +206,16 @@ def one_size(size: str, seed: int) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     def g(r: dict[str, Any], *path: str) -> Any:
-        v: Any = r
-        for p in path:
-            v = v.get(p) if isinstance(v, dict) else None
-        return v
+        return _dig(r, path)
 
     def f(v: Any, spec: str = ",.0f") -> str:
-        return "-" if v is None else format(v, spec) if isinstance(v, int | float) else str(v)
+        return _fmt(v, spec)
 
     rows = [("fixture load rows/s", ("fixtures", "rows_per_second"), ",.0f", None),
             ("tier 2 txn/s", ("engine", "tier2_txn_per_second"), ",.1f", "≥ 5,000 (enterprise)"),
             ("tier 2 row-writes/s", ("engine", "tier2_row_writes_per_second"), ",.0f", None),
+            ("HERA pair alone, CPU ms/txn", ("engine", "bare_pair", "pair_net_cpu_ms"), ".3f", None),
+            ("tier 2 / pair bound (CPU)", ("engine", "engine_vs_pair_cpu"), ".3f", None),
             ("raw ceiling txn/s (INSERT…SELECT)", ("ceiling_txn_per_second",), ",.0f", None),
             ("raw ceiling rows/s", ("ceiling_rows_per_second",), ",.0f", None),
             ("tier 2 / ceiling", ("ceiling_ratio",), ".3f", "≥ 0.6"),
@@ -221,6 +233,7 @@ def table(results: list[dict[str, Any]]) -> str:
     for label, path, spec, target in rows:
         lines.append(f"{label:<38}" + "".join(f"{f(g(r, *path), spec):>14}" for r in results)
                      + (f"   {target}" if target else ""))
+    lines.extend(cores_table(results))
     for r in results:
         note = g(r, "reladiff", "error")
         if note:
@@ -229,6 +242,49 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append(f"{r['size']}: no raw ceiling: runner.engine.bench_hook.bench_engine did not report "
                          "a ceiling")
     return "\n".join(lines)
+
+
+CORE_ROWS = (("bare reverse+emit pair, CPU ms/txn", ("bare_pair", "pair_net_cpu_ms"), ".3f"),
+             ("  hera_txn_reverse_v1 alone, CPU ms", ("bare_pair", "reverse_cpu_ms"), ".3f"),
+             ("  hera_txn_emit_v1 alone, CPU ms", ("bare_pair", "emit_cpu_ms"), ".3f"),
+             ("raw ceiling, CPU ms/txn", ("ceiling", "backend_cpu_ms_per_candidate"), ".3f"),
+             ("engine tier 2, CPU ms/txn", ("backend_cpu_ms_per_candidate", "reverse_repost"), ".3f"),
+             ("engine tier 2, txn/s", ("tier2_txn_per_second",), ",.1f"),
+             ("one-session bound (1000 / pair ms), txn/s", ("bare_pair", "pair_bound_txn_per_second"), ",.1f"),
+             ("engine / pair bound (CPU)", ("engine_vs_pair_cpu",), ".3f"),
+             ("entity insert, CPU ms", ("everyday", "entity_insert_cpu_ms"), ".4f"),
+             ("dynamic field insert, CPU ms", ("everyday", "dynamic_insert_cpu_ms"), ".4f"),
+             ("dynamic field update, CPU ms", ("everyday", "dynamic_update_cpu_ms"), ".4f"),
+             ("hera_txn_read_v1 with lines, CPU ms", ("everyday", "read_v1_cpu_ms"), ".4f"),
+             ("hera_txn_query_v1 page of 20, CPU ms", ("everyday", "query_v1_cpu_ms"), ".4f"))
+
+
+def cores_table(results: list[dict[str, Any]]) -> list[str]:
+    """Our core against HERA's production schema, same server, same run: `ours / real` per row."""
+    lines: list[str] = []
+    for r in results:
+        real = (r.get("real") or {}).get("engine")
+        if not real:
+            lines.append(f"{r['size']}: HERA's production schema not measured ({realcore.ENV} not set)")
+            continue
+        lines.append(f"\n{r['size']}: our core vs HERA's production schema (same server, same run)")
+        lines.append(f"{'':<44}{'ours':>10}{'real':>10}{'ours/real':>11}")
+        for label, path, spec in CORE_ROWS:
+            a, b = _dig(r.get("engine") or {}, path), _dig(real, path)
+            ratio = f"{a / b:.3f}" if isinstance(a, int | float) and isinstance(b, int | float) and b else "-"
+            lines.append(f"{label:<44}{_fmt(a, spec):>10}{_fmt(b, spec):>10}{ratio:>11}")
+    return lines
+
+
+def _dig(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = doc
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec) if isinstance(value, int | float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> None:

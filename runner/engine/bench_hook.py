@@ -16,6 +16,11 @@ Reported (no pass/fail):
   two chunks is a few µs of Python), so the first chunk of each tier is not sampled; `engine_chunk_seconds` are
   the engine's own max/mean over every chunk;
 - rollback seconds and rows/s;
+- bare pair (after the rollback, on the same originals): HERA's own hera_txn_reverse_v1 + hera_txn_emit_v1 and
+  nothing else, in one statement per chunk, every chunk rolled back (`bare_pair`): the physical bound of tier 2
+  on one session; `engine_vs_pair_cpu` is the engine's CPU per transaction as a fraction of it;
+- everyday costs (`everyday`): CPU per entity insert, dynamic-field insert/update, hera_txn_read_v1 and
+  hera_txn_query_v1 call, so a stand-in core can be compared with production beyond tier 2;
 - ceiling: the same number of header and line rows as tier 2 inserts (each candidate's header and lines copied
   twice, new ids and codes, v1 smart codes, all triggers, CHECKs, indexes and foreign keys in force) with plain
   INSERT ... SELECT, no RPC and no logic, in as many committed transactions as tier 2 had chunks, into a scratch
@@ -106,7 +111,8 @@ class ChunkClock(EngineHooks):
 
 
 def bench_engine(dsn: str | None = None, size: str = "medium", seed: int = 42, *, spec: Spec | None = None,
-                 batch_size: int | None = None, workers: int = 1, ceiling: bool = True) -> dict[str, Any]:
+                 batch_size: int | None = None, workers: int = 1, ceiling: bool = True,
+                 pair_sample: int = 2000) -> dict[str, Any]:
     server = None
     if dsn is None:
         server = providers.start_local()
@@ -160,7 +166,18 @@ def bench_engine(dsn: str | None = None, size: str = "medium", seed: int = 42, *
             "rollback_seconds": round(rollback_s, 2), "rollback_status": rb.status,
             "rollback_rows_per_second": round(rb_rows / rollback_s) if rollback_s else None,
         }
+        if pair_sample and originals:
+            # After the rollback the originals are v1 rows again: the same rows the engine migrated.
+            vacuum(dsn)
+            pair = bare_pair(dsn, org, [str(o) for o in originals[:pair_sample]])
+            out["bare_pair"] = pair
+            ours_cpu = out["backend_cpu_ms_per_candidate"]["reverse_repost"]
+            net = pair.get("pair_net_cpu_ms")
+            out["engine_vs_pair_cpu"] = round(net / ours_cpu, 3) if net and ours_cpu else None
+        if pair_sample:
+            out["everyday"] = everyday_costs(dsn, org)
         if ceiling and originals:
+            vacuum(dsn)
             chunks = max(1, len(clock.commits["reverse_repost"]))
             ceil = raw_ceiling(dsn, org, [str(o) for o in originals], chunks)
             out["ceiling"] = ceil
@@ -236,6 +253,140 @@ def raw_ceiling(dsn: str, org: str, txn_ids: list[str], chunks: int) -> dict[str
             "rows_per_second": round((headers + line_rows) / seconds) if seconds else None,
             "backend_cpu_ms_per_candidate": round((cpu1 - cpu0) * 1000 / len(txn_ids), 3)
             if cpu0 is not None and cpu1 is not None and txn_ids else None}
+
+
+# The physical bound of tier 2: HERA's own two RPCs per transaction and nothing else. Arguments are built from the
+# original exactly as the engine passes them (header columns, the line objects with a top-level side).
+_PAIR_ARGS = """
+    WITH arg AS MATERIALIZED (
+        SELECT h.*, regexp_replace(h.smart_code, '\\.[vV]([0-9]+)$', '.v2') AS v2_code,
+               (SELECT coalesce(jsonb_agg(coalesce(l.line_data, '{}'::jsonb) || jsonb_build_object(
+                            'line_number', l.line_number, 'entity_id', l.entity_id, 'line_type', l.line_type,
+                            'description', l.description, 'quantity', l.quantity, 'unit_amount', l.unit_amount,
+                            'line_amount', l.line_amount, 'discount_amount', l.discount_amount,
+                            'tax_amount', l.tax_amount, 'smart_code', l.smart_code) ORDER BY l.line_number),
+                                '[]'::jsonb)
+                  FROM universal_transaction_lines l
+                 WHERE l.organization_id = h.organization_id AND l.transaction_id = h.id) AS lines
+          FROM universal_transactions h
+         WHERE h.organization_id = %(org)s AND h.id = ANY(%(ids)s::uuid[]))"""
+_REVERSE = """hera_txn_reverse_v1(p_organization_id => a.organization_id, p_transaction_id => a.id,
+                                  p_reversal_date => a.transaction_date, p_reason => 'bench',
+                                  p_actor_user_id => %(actor)s::uuid)"""
+_EMIT = """hera_txn_emit_v1(
+        p_organization_id => a.organization_id, p_transaction_type => a.transaction_type,
+        p_smart_code => a.v2_code::varchar, p_transaction_code => a.transaction_code || '-BENCH',
+        p_transaction_date => a.transaction_date, p_source_entity_id => a.source_entity_id,
+        p_target_entity_id => a.target_entity_id, p_total_amount => a.total_amount,
+        p_transaction_status => a.transaction_status, p_reference_number => a.reference_number,
+        p_external_reference => a.external_reference, p_business_context => a.business_context,
+        p_metadata => a.metadata, p_approval_required => a.approval_required, p_approved_by => a.approved_by,
+        p_approved_at => a.approved_at, p_transaction_currency_code => a.transaction_currency_code,
+        p_base_currency_code => a.base_currency_code, p_exchange_rate => a.exchange_rate,
+        p_exchange_rate_date => a.exchange_rate_date, p_exchange_rate_type => a.exchange_rate_type,
+        p_fiscal_period_entity_id => a.fiscal_period_entity_id, p_fiscal_year => a.fiscal_year,
+        p_fiscal_period => a.fiscal_period, p_posting_period_code => a.posting_period_code, p_lines => a.lines,
+        p_actor_user_id => %(actor)s::uuid)"""
+PAIR_VARIANTS = {
+    "arguments": "count(a.lines)",
+    "reverse": f"count({_REVERSE})",
+    "emit": f"count({_EMIT})",
+    "pair": f"count({_REVERSE}) + count({_EMIT})",
+}
+
+
+def vacuum(dsn: str) -> None:
+    """VACUUM ANALYZE the two transaction tables, so each measurement starts without the previous one's garbage."""
+    with connect(dsn, autocommit=True) as conn:
+        for table in ("universal_transactions", "universal_transaction_lines"):
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+
+
+def bare_pair(dsn: str, org: str, txn_ids: list[str], *, chunk: int = 500) -> dict[str, Any]:
+    """Backend CPU (and wall time) per transaction of HERA's reverse + emit pair on the given v1 originals, called
+    in one statement per chunk like the engine's step 2, every chunk ROLLED BACK so the data stays as it was.
+
+    Variants: `arguments` (building the emit arguments only), `reverse`, `emit`, `pair` (both). `pair_net_cpu_ms` is
+    pair minus arguments: the RPCs' own cost, the bound no engine can go below on one session."""
+    out: dict[str, Any] = {"transactions": len(txn_ids), "chunk": chunk}
+    with connect(dsn) as conn:
+        pid = conn.info.backend_pid
+        statements = {name: sql.SQL(" ").join([sql.SQL(_PAIR_ARGS), sql.SQL("SELECT"), sql.SQL(call),
+                                               sql.SQL("FROM arg a")]) for name, call in PAIR_VARIANTS.items()}
+        # One chunk of the pair first, discarded: the first variant must not pay for cold caches and plans.
+        actor = str(contract.MIGRATION_ACTOR_ID)
+        conn.execute(statements["pair"], {"org": org, "ids": txn_ids[:chunk], "actor": actor})
+        conn.rollback()
+        for name, stmt in statements.items():
+            cpu0, t0 = backend_cpu_seconds(pid), time.monotonic()
+            for pos in range(0, len(txn_ids), chunk):
+                conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                conn.execute(stmt, {"org": org, "ids": txn_ids[pos:pos + chunk], "actor": actor})
+                conn.rollback()
+            wall, cpu1 = time.monotonic() - t0, backend_cpu_seconds(pid)
+            n = max(1, len(txn_ids))
+            out[f"{name}_wall_ms"] = round(wall * 1000 / n, 3)
+            out[f"{name}_cpu_ms"] = (round((cpu1 - cpu0) * 1000 / n, 3)
+                                     if cpu0 is not None and cpu1 is not None else None)
+    args, pair = out.get("arguments_cpu_ms"), out.get("pair_cpu_ms")
+    out["pair_net_cpu_ms"] = round(pair - args, 3) if pair is not None and args is not None else None
+    out["pair_bound_txn_per_second"] = round(1000 / out["pair_net_cpu_ms"], 1) if out["pair_net_cpu_ms"] else None
+    return out
+
+
+# Everyday HERA work besides tier 2, per operation, so a stand-in core can be compared with production beyond the
+# RPC pair: the entity normaliser and the dynamic-data validator run on every entity and field write, and the v1
+# read/list RPCs are what the load measures. Writes are rolled back.
+_DYNAMIC_INSERT = """
+        INSERT INTO core_dynamic_data (organization_id, entity_id, field_name, field_type, field_value_text,
+                                       smart_code, created_by, updated_by)
+        SELECT %(org)s, e.id, 'bench_field_' || k, 'text', 'x', 'HERA.FINANCE.COA.FIELD.BENCH.v1', %(actor)s::uuid,
+               %(actor)s::uuid
+          FROM (SELECT id FROM core_entities WHERE organization_id = %(org)s ORDER BY id LIMIT 500) e
+         CROSS JOIN generate_series(1, 10) k"""
+# name: (setup statement or "", measured statement); per-operation cost = CPU of the measured one / its rows
+_OPS: dict[str, tuple[str, str]] = {
+    "entity_insert": ("", """
+        INSERT INTO core_entities (organization_id, entity_type, entity_name, entity_code, smart_code,
+                                   created_by, updated_by)
+        SELECT %(org)s, 'GL_ACCOUNT', 'bench ' || g, 'B-' || g, 'HERA.FINANCE.COA.ACCOUNT.BENCH.v1',
+               %(actor)s::uuid, %(actor)s::uuid
+          FROM generate_series(1, 5000) g"""),
+    "dynamic_insert": ("", _DYNAMIC_INSERT),
+    "dynamic_update": (_DYNAMIC_INSERT, """
+        UPDATE core_dynamic_data SET field_value_text = 'y', updated_by = %(actor)s
+         WHERE organization_id = %(org)s AND field_name LIKE 'bench\\_field\\_%%'"""),
+    "read_v1": ("", """
+        SELECT hera_txn_read_v1(p_org_id => h.organization_id, p_transaction_id => h.id, p_include_lines => true,
+                                p_include_deleted => false)
+          FROM (SELECT organization_id, id FROM universal_transactions WHERE organization_id = %(org)s
+                 ORDER BY id LIMIT 5000) h"""),
+    "query_v1": ("", """
+        SELECT hera_txn_query_v1(p_org_id => %(org)s, p_filters => jsonb_build_object('limit', 20, 'offset', g * 20))
+          FROM generate_series(0, 199) g"""),
+}
+
+
+def everyday_costs(dsn: str, org: str, repeat: int = 3) -> dict[str, float | None]:
+    """Backend CPU ms per operation of _OPS on one organisation (the median of `repeat` runs; the clock ticks in
+    10 ms, so each run does thousands of operations); every write rolled back."""
+    out: dict[str, float | None] = {}
+    with connect(dsn) as conn:
+        pid = conn.info.backend_pid
+        for name, (setup, text) in _OPS.items():
+            params = {"org": org, "actor": str(contract.MIGRATION_ACTOR_ID)}
+            samples: list[float] = []
+            for _ in range(repeat):
+                if setup:
+                    conn.execute(sql.SQL(setup), params)
+                cpu0 = backend_cpu_seconds(pid)
+                rows = conn.execute(sql.SQL(text), params).rowcount  # fixed text, values bound
+                cpu1 = backend_cpu_seconds(pid)
+                conn.rollback()
+                if cpu0 is not None and cpu1 is not None:
+                    samples.append((cpu1 - cpu0) * 1000 / max(rows, 1))
+            out[f"{name}_cpu_ms"] = round(statistics.median(samples), 4) if samples else None
+    return out
 
 
 if __name__ == "__main__":  # python -m runner.engine.bench_hook [size] [seed] [dsn]
