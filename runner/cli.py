@@ -181,7 +181,7 @@ def check_cmd(ctx: click.Context, specs: tuple[Path, ...]) -> int:
     explicit = root.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE
     dsn = _options(ctx).dsn
     if code == 0 and dsn and explicit:
-        from runner.spec.dbcheck import run_db_check
+        from runner.dbcheck import run_db_check
 
         code, text = run_db_check(dsn, list(specs))
         if text:
@@ -198,7 +198,7 @@ def compile_cmd(spec: Path, out: Path | None) -> None:
 
     Each statement is shown with its bound parameters; spec values never appear in the SQL text itself.
     """
-    from runner.compile import compile_spec, write_review
+    from runner.review import compile_spec, write_review
     from runner.spec import load_spec
 
     loaded = load_spec(spec)
@@ -258,11 +258,13 @@ def run_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], run_id: str |
     3: interrupted or a database failure — committed chunks are safe, `run --run-id ID --resume` continues.
     """
     from runner import pipeline
+    from runner.load.shared import throttle_from_report_dir
 
     dsn = pipeline.need_dsn(_options(ctx).dsn, "run")
     opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, resume=resume,
                                retry_quarantined=retry_quarantined, now=now, report_dir=report_dir)
-    return pipeline.run(dsn, spec, opts, _console(), progress=not no_progress).exit_code
+    return pipeline.run(dsn, spec, opts, _console(), progress=not no_progress,
+                        shared_throttle=throttle_from_report_dir).exit_code
 
 
 @cli.command("status")

@@ -19,6 +19,8 @@ JOURNAL_SMART_CODE: Final = "HERA.PLATFORM.MIGRATION.RUN.JOURNAL.v1"
 CHECKPOINT_SMART_CODE: Final = "HERA.PLATFORM.MIGRATION.RUN.CHECKPOINT.v1"
 QUARANTINE_SMART_CODE: Final = "HERA.PLATFORM.MIGRATION.RUN.QUARANTINE.v1"
 PREIMAGE_SMART_CODE: Final = "HERA.PLATFORM.MIGRATION.RUN.PREIMAGE.v1"
+# The journal field holding an organisation's settings before the run (core_organizations has no metadata).
+ORG_PREIMAGE_FIELD: Final = "org_config_pre"
 
 # metadata keys on universal_transactions / core_entities rows.
 META_MIGRATION: Final = "migration"

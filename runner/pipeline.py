@@ -26,8 +26,9 @@ from rich.table import Table
 from runner.db.connect import connect
 from runner.engine import faults
 from runner.engine.results import RollbackResult
+from runner.engine.throughput import ThroughputRecorder
 from runner.errors import EXIT_OK, DataError, UsageError
-from runner.report.live import LiveReport, ThroughputRecorder
+from runner.report.live import LiveReport
 from runner.spec import Spec, load_spec
 
 if TYPE_CHECKING:
@@ -76,6 +77,12 @@ class RunOutcome:
     results: dict[str, Any]
 
 
+class SharedThrottleFinder(Protocol):
+    """Finds a throttle another process shares through the report directory (runner.load.shared), or None."""
+
+    def __call__(self, report_dir: Path, spec: Spec, console: Console | None = None, /) -> Throttle | None: ...
+
+
 class LoadHook(Protocol):
     """A v1 load running alongside (runner.load.session): told when the migrate phase starts and ends; its
     measurements join the performance section of results.json."""
@@ -86,12 +93,14 @@ class LoadHook(Protocol):
 
 
 def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progress: bool = True,
-        throttle: Throttle | None = None, load: LoadHook | None = None) -> RunOutcome:
-    """`throttle` paces the chunks (none given: one is built when a `load --during` process shares its live v1
-    latency through the report directory, see runner.load.shared); `load` is a load session around the run."""
+        throttle: Throttle | None = None, load: LoadHook | None = None,
+        shared_throttle: SharedThrottleFinder | None = None) -> RunOutcome:
+    """`throttle` paces the chunks; without one, `shared_throttle` may find one in the run's report directory (a
+    `load --during` process sharing its live v1 latency there, see runner.load.shared); `load` is a load session
+    around the run."""
+    from runner.compile.scope import resolve_orgs
     from runner.engine import new_run_id, run_migration
     from runner.engine.progress import RichProgress
-    from runner.plan import resolve_orgs
     from runner.snapshot.extract import take_snapshot
     from runner.validate import validate_run
     from runner.validate.snapshot import labels as snapshot_labels
@@ -122,10 +131,8 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         # continuing it is starting it again — the snapshot file in its report directory shows it was started.
         console.print(f"[yellow]run {run_id} stopped before its first chunk (no journal yet): starting it again")
         opts = dataclasses.replace(opts, resume=False)
-    if throttle is None:
-        from runner.load.shared import throttle_from_report_dir
-
-        throttle = throttle_from_report_dir(out, spec, console)
+    if throttle is None and shared_throttle is not None:
+        throttle = shared_throttle(out, spec, console)
     live = _live_report(dsn, spec, run_id, out, scope, opts.live_seconds)
     recorder = ThroughputRecorder()
     live.recorder = recorder

@@ -12,15 +12,16 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
 from runner.compile import Statement, render
+from runner.compile.params import Mappings, entity_params, scope_params
+from runner.compile.scope import resolve_orgs
 from runner.db.connect import connect
-from runner.errors import DatabaseError, UsageError
+from runner.errors import DatabaseError
 from runner.spec.model import Spec
 
 STATEMENT_TIMEOUT_MS = 300_000
@@ -82,54 +83,14 @@ class Plan:
         return json.dumps(self.as_dict(), indent=2)
 
 
-def resolve_orgs(conn: psycopg.Connection[Any], spec: Spec, requested: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(id, code) of the organisations in scope, priority ones first; --org narrows the spec's scope."""
-    orgs = spec.scope.organizations
-    rows = conn.execute("SELECT id::text, organization_code FROM core_organizations ORDER BY organization_code"
-                        ).fetchall()
-    known = dict(rows)
-    for org in (*orgs.include, *orgs.priority, *requested):
-        if org not in known:
-            raise UsageError(f"organisation {org} is not in this database (or not visible to this role)")
-    chosen = [r for r in rows if (not orgs.include or r[0] in orgs.include) and r[0] not in orgs.exclude]
-    if requested:
-        excluded = [o for o in requested if o not in {r[0] for r in chosen}]
-        if excluded:
-            raise UsageError(f"--org {excluded[0]} is outside the spec's scope (scope.organizations)")
-        chosen = [r for r in chosen if r[0] in requested]
-    rank = {org: i for i, org in enumerate(orgs.priority)}
-    chosen.sort(key=lambda r: (rank.get(r[0], len(rank)), r[1]))
-    return [(r[0], r[1]) for r in chosen]
-
-
 def statements(spec: Spec, org_ids: list[str], codes: list[str]) -> list[Statement]:
     """The tier-1 statements for `org_ids`, with the spec's mappings resolved against `codes`."""
-    scope = spec.scope
-    v1, v2, tiers, ids = [], [], [], []
-    for code in sorted(set(codes)):
-        res = spec.resolve(code)
-        if res is not None:
-            v1.append(res.source)
-            v2.append(res.target)
-            tiers.append(res.mapping.tier)
-            ids.append(res.mapping.label)
-    date_from = scope.date_range.from_
-    date_to = scope.date_range.to
-    entity = spec.entities
+    mappings = Mappings.resolve(spec, codes)
     return [
         render("plan/codes", org_ids=org_ids),
-        render("plan/candidates", org_ids=org_ids, v1_codes=v1, v2_codes=v2, tiers=tiers, mapping_ids=ids,
-               skip=scope.skip,
-               date_from=None if date_from is None else f"{date_from.isoformat()}T00:00:00+00:00",
-               date_until=None if date_to is None else f"{(date_to + timedelta(days=1)).isoformat()}T00:00:00+00:00",
-               include_without_period=scope.transactions_without_period == "include",
-               period_statuses=[s.lower() for s in scope.fiscal_period_statuses],
-               statuses=[s.lower() for s in scope.transaction_statuses]),
-        render("plan/entities", org_ids=org_ids,
-               posting_rule_types=[t.lower() for t in entity.posting_rules.entity_types]
-               if entity.posting_rules else [],
-               fiscal_period_types=[t.lower() for t in entity.fiscal_periods.entity_types]
-               if entity.fiscal_periods else []),
+        render("plan/candidates", org_ids=org_ids, v1_codes=mappings.v1_codes, v2_codes=mappings.v2_codes,
+               tiers=mappings.tiers, mapping_ids=mappings.labels, **scope_params(spec)),
+        render("plan/entities", org_ids=org_ids, **entity_params(spec)),
         render("plan/orphan_lines", org_ids=org_ids),
     ]
 

@@ -6,16 +6,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from runner.engine.context import (
-    Mappings,
-    Sql,
-    jdump,
-    override_params,
-    repost_code_suffix,
-    run_guard,
-    scope_params,
-    spec_ref,
-)
+from runner.compile.jsonx import jdump
+from runner.compile.params import Mappings, override_params, repost_code_suffix, run_guard, scope_params, spec_ref
+from runner.engine.context import Sql
 from runner.engine.results import Quarantined
 from runner.spec.model import Spec
 

@@ -17,50 +17,26 @@ typed column holds it), `dynamic.<field>.<key...>` (inside field_value_json), `s
 from __future__ import annotations
 
 import copy
-import json
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from runner.compile.jsonx import dumps, loads
 from runner.contract import (
     JOURNAL_ENTITY_TYPE,
     META_MIGRATION,
     MIGRATION_ACTOR_ID,
+    ORG_PREIMAGE_FIELD,
     PREIMAGE_SMART_CODE,
     ROLE_ENTITY,
 )
 from runner.errors import DataError
 from runner.spec.model import FiscalPeriods, OrganizationConfig, PostingRules, Spec, Transform
 
-ORG_PREIMAGE_FIELD = "org_config_pre"
 CREATED_FIELD_SMART_CODE = "HERA.PLATFORM.MIGRATION.DYN.FIELD.v1"
 _MISSING = object()
-
-
-# --- exact JSON ------------------------------------------------------------------------------------------------
-
-
-def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text, parse_float=Decimal)
-
-
-def dumps(value: Any) -> str:
-    """JSON text with Decimal written exactly (json.dumps would need floats)."""
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, Decimal):
-        return format(value, "f") if value.is_finite() else json.dumps(str(value))
-    if isinstance(value, float):
-        return dumps(Decimal(repr(value)))
-    if isinstance(value, int | str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{dumps(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(dumps(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
 
 
 def _get(doc: Any, keys: list[str]) -> Any:

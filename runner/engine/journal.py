@@ -21,7 +21,8 @@ from typing import Any
 import psycopg
 
 from runner import contract
-from runner.engine.context import QUARANTINE_PREFIX, Sql, jdump
+from runner.compile.jsonx import jdump
+from runner.engine.context import QUARANTINE_PREFIX, Sql
 from runner.engine.results import Quarantined
 
 COUNTERS = ("migrated", "aliased", "chunks", "rollback_originals", "rollback_reposts", "rollback_reversals",
@@ -50,7 +51,7 @@ def now() -> datetime:
 
 
 def all_orgs(conn: psycopg.Connection[Any], sql: Sql) -> list[tuple[str, str]]:
-    return [(r[0], r[1]) for r in sql.rows(conn, "run/orgs")]
+    return [(r[0], r[1]) for r in sql.rows(conn, "scope/organizations")]
 
 
 def find(conn: psycopg.Connection[Any], sql: Sql, org_ids: list[str], run_id: str) -> list[Journal]:

@@ -21,17 +21,11 @@ from typing import Any
 
 import psycopg
 
+from runner.compile.params import Mappings
 from runner.db.connect import connect
 from runner.engine import alias, entities_hook, faults, journal, repost
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
-from runner.engine.context import (
-    ADVISORY_LOCK_CLASS,
-    LOCK_TIMEOUT,
-    STATEMENT_TIMEOUT,
-    Mappings,
-    Sql,
-    advisory_key,
-)
+from runner.engine.context import ADVISORY_LOCK_CLASS, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Sql, advisory_key
 from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, Throttle
 from runner.engine.results import TIERS, OrgRunResult
 from runner.engine.retry import RetriesExhausted, backoff_seconds, is_transient, pause

@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 
+from runner.compile.params import repost_code, reversal_reason
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
-from runner.engine.context import repost_code, reversal_reason
 from runner.engine.isolate import Rejected, isolate
 from runner.engine.results import Quarantined
 

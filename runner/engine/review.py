@@ -5,16 +5,9 @@ from __future__ import annotations
 
 from runner import contract
 from runner.compile import Statement
+from runner.compile.params import Mappings, reversal_reason
 from runner.engine.chunk import ChunkCtx
-from runner.engine.context import (
-    ADVISORY_LOCK_CLASS,
-    LOCK_TIMEOUT,
-    STATEMENT_TIMEOUT,
-    Mappings,
-    Sql,
-    advisory_key,
-    reversal_reason,
-)
+from runner.engine.context import ADVISORY_LOCK_CLASS, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Sql, advisory_key
 from runner.engine.journal import COUNTERS, QUARANTINED_FIELD
 from runner.spec.model import Spec
 
@@ -37,7 +30,7 @@ def review_statements(spec: Spec) -> list[Statement]:
         s.statement("run/session", lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT),
         s.statement("run/org_lock", lock_class=ADVISORY_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
         s.statement("run/org_unlock", lock_class=ADVISORY_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
-        plain.statement("run/orgs"),
+        plain.statement("scope/organizations"),
         s.statement("run/codes"),
         plain.statement("run/journal_find", org_ids=orgs, run_id=SAMPLE_RUN),
         s.statement("run/journal_create", entity_name=f"Migration run {SAMPLE_RUN}", description="journal",

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from runner import contract
+from runner.compile.params import reversal_reason
 from runner.db.connect import connect
 from runner.engine import entities_hook, faults, journal
 from runner.engine.context import (
@@ -27,7 +28,6 @@ from runner.engine.context import (
     STATEMENT_TIMEOUT,
     Sql,
     advisory_key,
-    reversal_reason,
     validate_run_id,
 )
 from runner.engine.hooks import ChunkInfo, EngineHooks, NullProgress, ProgressSink

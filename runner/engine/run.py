@@ -1,9 +1,9 @@
 """`run`: validate the run id and the journal, then migrate the organisations in scope with a pool of workers.
 
 Each worker thread has its own connection and takes whole organisations from a queue, priority organisations
-(spec.scope.organizations.priority) first, in the order runner.plan.resolve_orgs gives. An organisation that
-fails (retries exhausted, an unexpected error) stops with journal status `failed`; the others finish, then the run
-raises RunFailed (exit code 3). Work already committed is safe and `resume=True` continues it.
+(spec.scope.organizations.priority) first, in the order runner.compile.scope.resolve_orgs gives. An organisation
+that fails (retries exhausted, an unexpected error) stops with journal status `failed`; the others finish, then the
+run raises RunFailed (exit code 3). Work already committed is safe and `resume=True` continues it.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import secrets
 import threading
 from datetime import UTC, datetime
 
+from runner.compile.params import spec_info
+from runner.compile.scope import resolve_orgs
 from runner.db.connect import connect
 from runner.engine import journal
-from runner.engine.context import Sql, spec_info, validate_run_id
+from runner.engine.context import Sql, validate_run_id
 from runner.engine.hooks import EngineHooks, NoThrottle, NullProgress, ProgressSink, Throttle
 from runner.engine.orgrun import OrgRunner, RunSettings
 from runner.engine.results import RunResult
 from runner.engine.window import Gate
 from runner.errors import HarnessError, UsageError
-from runner.plan import resolve_orgs
 from runner.spec.model import Spec
 
 

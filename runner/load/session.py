@@ -30,10 +30,9 @@ from runner.errors import HarnessError
 from runner.load import stats
 from runner.load.generator import LoadGenerator, LoadSettings
 from runner.load.samples import Sample
+from runner.load.shared import LOAD_DIR, SHARED_BASELINE, read_throttle_summary
 from runner.load.throttle import LatencyThrottle, TailSource
 
-LOAD_DIR = "load"
-SHARED_BASELINE = "baseline.json"  # what a `run` in another process reads to throttle against this load
 TERMINAL = {"completed", "incomplete", "failed", "rolled_back", "requires_review"}
 
 
@@ -385,7 +384,6 @@ def alongside(dsn: str, run_id: str, plan: LoadPlan, report_dir: Path, console: 
     finally:
         gen.stop()
         (workdir / SHARED_BASELINE).unlink(missing_ok=True)
-    from runner.load.shared import read_throttle_summary
 
     done = [d for _, d, _ in poller.points]
     m = Measured(plan.settings, (b0, b1), {"during": (first, last)}, gen.tail.all(), poller.points,

@@ -20,8 +20,11 @@ from rich.console import Console
 
 from runner.load.samples import SampleTail
 from runner.load.throttle import Decision, LatencyThrottle, TailSource
+from runner.spec.model import Spec
 
 FRESH_SECONDS = 10.0
+LOAD_DIR = "load"  # <report dir>/load/: the load's files
+SHARED_BASELINE = "baseline.json"  # what a `run` in another process reads to throttle against this load
 THROTTLE_FILE = "throttle.json"
 
 
@@ -37,9 +40,7 @@ class SharedThrottle(LatencyThrottle):
         return d
 
 
-def throttle_from_report_dir(report_dir: Path, spec: Any, console: Console | None = None) -> SharedThrottle | None:
-    from runner.load.session import LOAD_DIR, SHARED_BASELINE
-
+def throttle_from_report_dir(report_dir: Path, spec: Spec, console: Console | None = None, /) -> SharedThrottle | None:
     if not spec.execution.throttle.enabled:
         return None
     workdir = report_dir / LOAD_DIR
@@ -66,8 +67,6 @@ def throttle_from_report_dir(report_dir: Path, spec: Any, console: Console | Non
 
 
 def read_throttle_summary(report_dir: Path) -> dict[str, Any] | None:
-    from runner.load.session import LOAD_DIR
-
     try:
         data = json.loads((report_dir / LOAD_DIR / THROTTLE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from runner.report import charts
 from runner.report.charts import fmt_seconds
+from runner.report.files import write_atomic
 
 _env = Environment(loader=PackageLoader("runner.report", "templates"), undefined=StrictUndefined,
                    autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
@@ -60,7 +61,5 @@ def render_live_html(interim: dict[str, Any]) -> str:
 
 def render_report(results_json: Path) -> Path:
     """Re-render index.html next to `results_json` from that file alone; returns the HTML path."""
-    from runner.report.live import write_atomic
-
     results = json.loads(results_json.read_text(encoding="utf-8"))
     return write_atomic(results_json.with_name("index.html"), render_results_html(results))

@@ -6,7 +6,7 @@ Inputs it reads leniently (both may be absent):
   last_chunk_at; organisations' `conflicts` (rollback) mark records REQUIRES_REVIEW.
 - performance: {records_per_second?, phases?: {name: seconds}, latency?: {baseline: {...}, during: {...}},
   timeline?: [{t, done, rate}]} where a latency block carries p50_ms/p95_ms/p99_ms (or p50/p95/p99, milliseconds),
-  requests and failures, and timeline is the run's throughput series (runner.report.live.ThroughputRecorder).
+  requests and failures, and timeline is the run's throughput series (runner.engine.throughput.ThroughputRecorder).
 """
 
 from __future__ import annotations

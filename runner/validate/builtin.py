@@ -14,8 +14,8 @@ from typing import Any
 
 from runner import contract
 from runner.compile import Statement, render
-from runner.engine.context import override_params, run_guard, scope_params
-from runner.engine.entities import ORG_PREIMAGE_FIELD, dumps
+from runner.compile.jsonx import dumps
+from runner.compile.params import override_params, run_guard, scope_params
 from runner.spec import codes
 from runner.spec.model import BUILTIN_LEVELS, CheckDef, Spec, Transform
 
@@ -35,7 +35,7 @@ KEYS: dict[str, Any] = {
     "tier_repost": "reverse_repost", "tier_alias": "reporting_alias",
     "gl_pattern": r"\.GL\.", "debit": "DR", "credit": "CR", "rev_suffix": "-REV", "status_reversed": "reversed",
     "closed": "closed", "date_pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
-    "journal_type": contract.JOURNAL_ENTITY_TYPE, "org_preimage_field": ORG_PREIMAGE_FIELD,
+    "journal_type": contract.JOURNAL_ENTITY_TYPE, "org_preimage_field": contract.ORG_PREIMAGE_FIELD,
     "quarantine_prefix": QUARANTINE_PREFIX,
     "kind_metadata": "metadata", "kind_dynamic": "dynamic", "kind_settings": "settings",
     "kind_org_config": "organization_config", "kind_quarantined": "quarantined", "kind_reversal": "reversal",

@@ -26,10 +26,11 @@ import psycopg
 from psycopg import sql
 
 from runner import contract
+from runner.compile.params import Mappings, repost_code, reversal_reason
 from runner.db.connect import connect
 from runner.engine import journal
 from runner.engine.chunk import ChunkCtx
-from runner.engine.context import Mappings, Sql, repost_code, reversal_reason
+from runner.engine.context import Sql
 from runner.errors import DataError, UsageError
 from runner.spec import codes
 from runner.spec.model import Spec

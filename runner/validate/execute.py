@@ -18,10 +18,9 @@ from typing import Any
 import psycopg
 
 from runner.compile import Statement
+from runner.compile.custom import custom_text, positional
 from runner.errors import DatabaseError
-from runner.spec.dbcheck import positional
 from runner.spec.model import CheckDef
-from runner.spec.sqlguard import tokenize
 from runner.validate.outcome import OrgCheck, errored, tally
 
 BUILTIN_TIMEOUT_SECONDS = 300.0
@@ -45,13 +44,6 @@ def _describe(exc: BaseException) -> str:
         message = (diag.message_primary or str(exc)).strip()
         return f"{diag.sqlstate or '?'} {message}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def custom_text(sql: str) -> str:
-    """The custom check's SQL up to its first ';' (a trailing ';' would break DECLARE ... CURSOR FOR)."""
-    tokens, _ = tokenize(sql)
-    semi = next((t for t in tokens if t.kind == "semi"), None)
-    return sql if semi is None else sql[:semi.start]
 
 
 class Session:

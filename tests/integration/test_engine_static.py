@@ -8,8 +8,9 @@ import threading
 from datetime import UTC, datetime, time
 
 from runner.compile import template_names
+from runner.compile.params import override_params
 from runner.engine import new_run_id, review_statements
-from runner.engine.context import override_params, validate_run_id
+from runner.engine.context import validate_run_id
 from runner.engine.window import Gate, is_open, seconds_until_open
 from runner.spec.model import LineOverride, Mapping, OffPeakWindow
 from tests.integration.test_engine_support import phase7

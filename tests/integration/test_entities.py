@@ -11,9 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from runner.compile.jsonx import loads
 from runner.contract import JOURNAL_ENTITY_TYPE, JOURNAL_SMART_CODE, MIGRATION_ACTOR_ID
 from runner.db.connect import connect
-from runner.engine.entities import loads, migrate_entities, rollback_entities
+from runner.engine.entities import migrate_entities, rollback_entities
 from runner.spec import Spec, load_spec
 from runner.spec.model import PostingRules, Transform
 from runner.synth.generate import OrgResult, generate

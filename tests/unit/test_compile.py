@@ -14,7 +14,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from runner import compile as compiler
+from runner import review
+from runner.compile import templates as compiler
 from runner.spec import Spec, load_spec
 from runner.spec.model import DateRange, Mapping, Organizations, PostingRules
 
@@ -48,7 +49,7 @@ def sentinels() -> list[str]:
 
 
 def test_no_spec_value_reaches_sql_text_and_every_one_is_bound() -> None:
-    statements = compiler.compile_spec(sentinel_spec())
+    statements = review.compile_spec(sentinel_spec())
     assert statements
     bound = json.dumps([s.params for s in statements], default=str).lower()
     for stmt in statements:
@@ -60,8 +61,8 @@ def test_no_spec_value_reaches_sql_text_and_every_one_is_bound() -> None:
 
 def test_sql_text_does_not_depend_on_spec_values() -> None:
     """Two specs with the same shape and entirely different values compile to byte-identical SQL text."""
-    one = compiler.compile_spec(sentinel_spec())
-    other = compiler.compile_spec(sentinel_spec(tag="OTHERTAG", hostile=tuple(h[::-1] + "'" for h in HOSTILE),
+    one = review.compile_spec(sentinel_spec())
+    other = review.compile_spec(sentinel_spec(tag="OTHERTAG", hostile=tuple(h[::-1] + "'" for h in HOSTILE),
                                                 org="0b5e55ed-0000-4000-8000-000000000001", year=2003))
     assert [s.name for s in one] == [s.name for s in other]
     for a, b in zip(one, other, strict=True):
@@ -70,7 +71,7 @@ def test_sql_text_does_not_depend_on_spec_values() -> None:
 
 
 def test_every_template_is_reachable_from_compile() -> None:
-    names = {s.name for s in compiler.compile_spec(load_spec(PHASE7))}
+    names = {s.name for s in review.compile_spec(load_spec(PHASE7))}
     templates = {t for t in compiler.template_names() if not t.startswith("_")}
     assert templates <= names, f"templates compile never renders: {sorted(templates - names)}"
 

@@ -11,15 +11,9 @@ from typing import Any
 import pytest
 
 from runner.engine.hooks import ProgressSink
-from runner.report.live import (
-    LiveReport,
-    ThroughputRecorder,
-    bucket_seconds,
-    interim_results,
-    median_gap,
-    timeline_points,
-    write_atomic,
-)
+from runner.engine.throughput import ThroughputRecorder, bucket_seconds, median_gap, timeline_points
+from runner.report.files import write_atomic
+from runner.report.live import LiveReport, interim_results
 from runner.report.results import load_schema
 
 ORGS = [("00000000-0000-0000-0000-0000000000a1", "ORG-A"), ("00000000-0000-0000-0000-0000000000b2", "ORG-B")]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from runner.compile.custom import custom_text
 from runner.spec import load_spec
 from runner.spec.model import Alerts, CheckDef, CriticalAlerts, Transform, WarningAlerts
 from runner.validate import alerts, builtin, effects
-from runner.validate.execute import custom_text
 from runner.validate.outcome import SAMPLE_LIMIT, combine, errored, merge, status_for, tally
 from runner.validate.records import Flag, category, verdict
 from runner.validate.score import integrity_score, penalty_for

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from runner.compile.custom import positional
 from runner.db.connect import connect, redact
 from runner.db.schema import installed
 from runner.errors import EXIT_OK, EXIT_USAGE, DataError
@@ -24,7 +25,6 @@ from runner.spec import codes
 from runner.spec.api import check_file
 from runner.spec.model import Spec
 from runner.spec.problems import Problem, SourceMap, render_all
-from runner.spec.sqlguard import tokenize
 from runner.spec.yamlsrc import read_yaml
 
 EXPLAIN_TIMEOUT_MS = 5_000
@@ -59,25 +59,6 @@ def coverage(conn: psycopg.Connection[Any], spec: Spec, org_ids: list[str]) -> l
             if codes.normalize(code).lower().endswith(suffix) and spec.resolve(code) is None]
 
 
-def positional(sql: str, available: dict[str, Any]) -> tuple[str, list[Any]]:
-    """`:name` parameters as `$n`, padded with spaces to the same width, so a server error position in the
-    returned text is the same offset in the spec's SQL."""
-    tokens, problems = tokenize(sql)
-    if problems:
-        raise ValueError(problems[0].message)
-    order: dict[str, int] = {}
-    out: list[str] = []
-    pos = 0
-    for t in tokens:
-        if t.kind == "param":
-            n = order.setdefault(t.text, len(order) + 1)
-            marker = f"${n}"
-            out += [sql[pos:t.start], marker.ljust(t.end - t.start)]
-            pos = t.end
-    out.append(sql[pos:])
-    return "".join(out), [available[name] for name in order]
-
-
 def _sql_problems(conn: psycopg.Connection[Any], spec: Spec, display: str, source: SourceMap,
                   org_id: str) -> list[Problem]:
     problems: list[Problem] = []
@@ -106,7 +87,7 @@ def _sql_problems(conn: psycopg.Connection[Any], spec: Spec, display: str, sourc
 
 
 def _spec_orgs(conn: psycopg.Connection[Any], spec: Spec) -> list[tuple[str, str]]:
-    from runner.plan import resolve_orgs
+    from runner.compile.scope import resolve_orgs
 
     return resolve_orgs(conn, spec, ())
 

@@ -1,0 +1,47 @@
+"""`hera-migrate compile`: every statement a spec compiles to, for review, with its bound parameters.
+
+It sits above every stage (it asks plan, the engine and the validation for their statements), so the compiler
+itself (runner/compile) stays the lowest layer and imports none of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runner import engine, plan, validate
+from runner.compile import Statement
+from runner.compile.params import Mappings
+from runner.spec.model import Spec
+
+
+def compile_spec(spec: Spec) -> list[Statement]:
+    """Every statement the spec compiles to, for review: tier-1 plan, the engine's run/rollback families, then the
+    validation's checks.
+
+    Without a database the organisations are the spec's `include` list and only exact (`from`) mappings are
+    resolved; `plan` and `run` resolve wildcard and regex mappings against the codes really present. The SQL text
+    never depends on those values: they are bound parameters.
+    """
+    org_ids = list(spec.scope.organizations.include)
+    statements = plan.statements(spec, org_ids, Mappings.exact(spec).v1_codes)
+    statements += engine.review_statements(spec)
+    statements += validate.review_statements(spec)
+    return statements
+
+
+def write_review(statements: list[Statement], out: Path, spec: Spec) -> list[Path]:
+    """One `NN-family-name.sql` per statement (SQL, then its parameters as comments) plus `manifest.json`."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    manifest = []
+    for i, stmt in enumerate(statements, start=1):
+        path = out / f"{i:02d}-{stmt.name.replace('/', '-')}.sql"
+        path.write_text(stmt.review_text(), encoding="utf-8")
+        written.append(path)
+        manifest.append({"file": path.name, "template": stmt.name, "parameters": sorted(stmt.params)})
+    (out / "manifest.json").write_text(json.dumps(
+        {"spec": {"name": spec.name, "version": spec.version, "path": str(spec.path) if spec.path else None,
+                  "sha256": spec.sha256},
+         "statements": manifest}, indent=2) + "\n", encoding="utf-8")
+    return written
