@@ -71,15 +71,15 @@ def bench(session: nox.Session) -> None:
     (same server, same run). Installs the `bench` extra (reladiff, for the diff comparison); without it the bench
     says so and goes on."""
     session.install("-e", ".[dev,bench]")
-    session.run("python", "-m", "runner.bench", *session.posargs)
+    session.run("python", "-m", "tests.tools.bench", *session.posargs)
 
 
 def _org_session(session: nox.Session, size: str) -> None:
     """Fresh embedded server → generate the org → run the Phase 7 spec under v1 load (baseline, auto-throttle)
-    → validate → rollback rehearsal → reports/<size>/. Extra arguments go to runner.load.sessions (e.g.
+    → validate → rollback rehearsal → reports/<size>/. Extra arguments go to tests.tools.sessions (e.g.
     `-- --users 20 --baseline 60`)."""
     session.install("-e", ".[dev]")
-    session.run("python", "-m", "runner.load.sessions", "org", "--size", size, *session.posargs)
+    session.run("python", "-m", "tests.tools.sessions", "org", "--size", size, *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -111,4 +111,4 @@ def load(session: nox.Session) -> None:
         args += ["--size", "medium"]
     if not any(a.startswith("--max-during") for a in args):
         args += ["--max-during", "600"]
-    session.run("python", "-m", "runner.load.sessions", "tradeoff", *args)
+    session.run("python", "-m", "tests.tools.sessions", "tradeoff", *args)

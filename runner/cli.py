@@ -1,4 +1,4 @@
-"""`hera-migrate`: the command-line contract of DESIGN.md §4.
+"""`hera-migrate`: the command-line contract of docs/contract.md §4.
 
 Errors the harness raises on purpose (runner.errors.HarnessError) print one clear message and exit with their
 documented code; anything else is a bug and exits 3 with the traceback shown under -v.

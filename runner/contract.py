@@ -1,6 +1,6 @@
 """What the harness writes into HERA, as constants shared by the engine, the snapshot diff and the validators.
 
-DESIGN.md §6 is the contract; ARCHITECTURE.md ("Data written into HERA") explains every key. Change a value here
+docs/contract.md §6 is the contract; ARCHITECTURE.md ("Data written into HERA") explains every key. Change a value here
 only together with that section: reports from older runs are read with these names.
 """
 

@@ -17,7 +17,10 @@ from typing import Any
 
 import psycopg
 
+from runner import contract
+from runner.compile import Statement, render
 from runner.compile.custom import positional
+from runner.compile.scope import resolve_orgs
 from runner.db.connect import connect, redact
 from runner.db.schema import installed
 from runner.errors import EXIT_OK, EXIT_USAGE, DataError
@@ -43,17 +46,23 @@ class Finding:
                 f"{self.headers:,} header{'s' if self.headers != 1 else ''} that no mapping covers")
 
 
+def coverage_statement(org_ids: list[str]) -> Statement:
+    return render("check/coverage", org_ids=org_ids, migration_key=contract.META_MIGRATION)
+
+
+def timeout_statement() -> Statement:
+    return render("session/timeout", timeout_ms=EXPLAIN_TIMEOUT_MS)
+
+
+def review_statements(spec: Spec) -> list[Statement]:
+    """The statements of `check --dsn` (the custom checks' own SQL is the spec's, shown by the validation)."""
+    return [coverage_statement(list(spec.scope.organizations.include)), timeout_statement()]
+
+
 def coverage(conn: psycopg.Connection[Any], spec: Spec, org_ids: list[str]) -> list[Finding]:
     """v1 codes (the spec's source version) present per organisation that no mapping resolves."""
-    rows = conn.execute(
-        r"""SELECT h.organization_id::text, o.organization_code,
-                   regexp_replace(upper(h.smart_code), '\.V([0-9]+)$', '.v\1') AS code, count(*)
-              FROM universal_transactions AS h
-              JOIN core_organizations AS o ON o.id = h.organization_id
-             WHERE h.organization_id = ANY(%s::uuid[])
-               AND NOT h.metadata ? 'migration'
-             GROUP BY 1, 2, 3
-             ORDER BY 2, 3""", (org_ids,)).fetchall()
+    stmt = coverage_statement(org_ids)
+    rows = conn.execute(stmt.text, stmt.params).fetchall()
     suffix = f".{spec.dna.source}".lower()
     return [Finding(org_id, org_code, code, n) for org_id, org_code, code, n in rows
             if codes.normalize(code).lower().endswith(suffix) and spec.resolve(code) is None]
@@ -68,9 +77,11 @@ def _sql_problems(conn: psycopg.Connection[Any], spec: Spec, display: str, sourc
         text, params = positional(check.sql, available)
         prefix = "EXPLAIN "
         try:
-            with conn.transaction(), psycopg.RawCursor(conn) as cur:
-                cur.execute(f"SET LOCAL statement_timeout = {EXPLAIN_TIMEOUT_MS}")
-                cur.execute(prefix + text, params)  # EXPLAIN plans the query, it does not run it
+            with conn.transaction():
+                timeout = timeout_statement()
+                conn.execute(timeout.text, timeout.params)
+                with psycopg.RawCursor(conn) as cur:
+                    cur.execute(prefix + text, params)  # EXPLAIN plans the query, it does not run it
         except psycopg.Error as exc:
             diag = exc.diag
             message = (diag.message_primary or str(exc)).strip()
@@ -87,8 +98,6 @@ def _sql_problems(conn: psycopg.Connection[Any], spec: Spec, display: str, sourc
 
 
 def _spec_orgs(conn: psycopg.Connection[Any], spec: Spec) -> list[tuple[str, str]]:
-    from runner.compile.scope import resolve_orgs
-
     return resolve_orgs(conn, spec, ())
 
 

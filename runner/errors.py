@@ -1,6 +1,6 @@
 """One root exception; every failure the CLI reports maps to a documented exit code.
 
-Exit codes (DESIGN.md §4): 0 done and no critical check failed; 1 done, a critical check failed or a critical
+Exit codes (docs/contract.md §4): 0 done and no critical check failed; 1 done, a critical check failed or a critical
 alert fired; 2 usage or spec error, nothing executed; 3 runtime failure (work already committed is safe).
 """
 

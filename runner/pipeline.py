@@ -25,7 +25,7 @@ from rich.table import Table
 
 from runner.db.connect import connect
 from runner.engine import faults
-from runner.engine.results import RollbackResult
+from runner.engine.outcome import RollbackResult, RunResult
 from runner.engine.throughput import ThroughputRecorder
 from runner.errors import EXIT_OK, DataError, UsageError
 from runner.report.live import LiveReport
@@ -89,7 +89,7 @@ class LoadHook(Protocol):
 
     def migrating(self) -> None: ...
 
-    def migrated(self, result: dict[str, Any]) -> dict[str, Any]: ...
+    def migrated(self, result: RunResult) -> dict[str, Any]: ...
 
 
 def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progress: bool = True,
@@ -149,10 +149,12 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
             console.print(f"before-snapshot: {sum(info.rows.values()):,} rows of {len(org_ids)} organisation(s) "
                           f"in {phases['snapshot_before']:.1f}s → {snapshot}")
 
-        kwargs: dict[str, Any] = {"orgs": opts.orgs, "run_id": run_id, "workers": opts.workers,
-                                  "batch_size": opts.batch_size, "resume": opts.resume,
-                                  "retry_quarantined": opts.retry_quarantined, "now": opts.now,
-                                  "throttle": throttle}
+        def migrate() -> RunResult:
+            return run_migration(dsn, spec, orgs=opts.orgs, run_id=run_id, workers=opts.workers,
+                                 batch_size=opts.batch_size, resume=opts.resume,
+                                 retry_quarantined=opts.retry_quarantined, now=opts.now, throttle=throttle,
+                                 progress=recorder)
+
         recorder.restart()
         live.set_phase("migrating", phases)
         if load is not None:
@@ -162,17 +164,17 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
             if progress:
                 with RichProgress(console) as sink:
                     recorder.inner = sink
-                    result = run_migration(dsn, spec, progress=recorder, **kwargs)
+                    result = migrate()
             else:
-                result = run_migration(dsn, spec, progress=recorder, **kwargs)
+                result = migrate()
         finally:
             recorder.stop()
             recorder.inner = None
         phases["migrate"] = time.monotonic() - t0
-        console.print(run_summary(result.as_dict()))
+        console.print(run_summary(result))
         performance: dict[str, Any] = {"phases": phases}
         if load is not None:  # the load's latency and phases join the run's own
-            measured = load.migrated(result.as_dict())
+            measured = load.migrated(result)
             performance = {**measured, "phases": {**phases, **(measured.get("phases") or {})}}
         performance["timeline"] = recorder.timeline()
 
@@ -180,13 +182,12 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         live.stop()  # from here on only the validation writes index.html (its final page)
         faults.point("validate")  # test-only: HERA_FAULT_KILL=validate:1 dies before validating
         t0 = time.monotonic()
-        outcome = validate_run(dsn, spec, run_id, report_dir=out, run_result=result.as_dict(),
+        outcome = validate_run(dsn, spec, run_id, report_dir=out, run=result,
                                snapshot_path=snapshot if snapshot.exists() else None,
                                performance=performance)
         phases["validate"] = time.monotonic() - t0
-    results = json.loads(outcome.results_path.read_text(encoding="utf-8"))
-    console.print(verdict_line(results, outcome.html_path))
-    return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, results)
+    console.print(verdict_line(outcome.results, outcome.html_path))
+    return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
 
 
 def _live_report(dsn: str, spec: Spec, run_id: str, out: Path, scope: list[tuple[str, str]],
@@ -245,16 +246,13 @@ def validate(dsn: str, run_id: str, report_dir: Path | None, console: Console) -
     out = report_dir_for(run_id, report_dir)
     out.mkdir(parents=True, exist_ok=True)
     snapshot = out / SNAPSHOT_FILE
-    status = run_status(dsn, run_id).as_dict()
-    outcome = validate_run(dsn, spec, run_id, report_dir=out, run_result=None,
-                           snapshot_path=snapshot if snapshot.exists() else None,
-                           performance=None)
-    results = json.loads(outcome.results_path.read_text(encoding="utf-8"))
+    status = run_status(dsn, run_id)
+    outcome = validate_run(dsn, spec, run_id, report_dir=out, snapshot_path=snapshot if snapshot.exists() else None)
     if not snapshot.exists():
         console.print(f"[yellow]no {snapshot}: validated without the before/after diff")
-    console.print(f"journal status: {status['status']}")
-    console.print(verdict_line(results, outcome.html_path))
-    return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, results)
+    console.print(f"journal status: {status.status}")
+    console.print(verdict_line(outcome.results, outcome.html_path))
+    return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
 
 
 def rollback(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *, progress: bool = True) -> int:
@@ -347,15 +345,15 @@ def render(results_json: Path) -> Path:
     return render_report(results_json)
 
 
-def run_summary(result: dict[str, Any]) -> str:
-    lines = [f"run {result['run_id']}: {result['status']}"]
-    for o in result["organizations"]:
-        q = o.get("quarantined_total", 0)
-        lines.append(f"  {o['organization_code']}: {o['migrated']:,} reversed+reposted, {o['aliased']:,} aliased, "
-                     f"{q:,} quarantined" + (f" ({', '.join(f'{k} {v}' for k, v in o['quarantine_reasons'].items())})"
+def run_summary(result: RunResult) -> str:
+    lines = [f"run {result.run_id}: {result.status}"]
+    for o in result.organizations:
+        q = o.quarantined_total
+        lines.append(f"  {o.organization_code}: {o.migrated:,} reversed+reposted, {o.aliased:,} aliased, "
+                     f"{q:,} quarantined" + (f" ({', '.join(f'{k} {v}' for k, v in o.quarantine_reasons.items())})"
                                              if q else "")
-                     + (f"; entities {', '.join(f'{k} {v}' for k, v in o['entities'].items() if v)}"
-                        if any(o.get("entities", {}).values()) else ""))
+                     + (f"; entities {', '.join(f'{k} {v}' for k, v in o.entities.items() if v)}"
+                        if any(o.entities.values()) else ""))
     return "\n".join(lines)
 
 

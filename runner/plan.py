@@ -27,7 +27,7 @@ from runner.spec.model import Spec
 STATEMENT_TIMEOUT_MS = 300_000
 SKIP_REASONS = ("closed_period", "already_migrated", "reversed", "voided", "out_of_date_range", "ineligible_status",
                 "no_period", "reversal_twin")
-# Throughput used for the estimate until a measured run exists (DESIGN.md §8 budget on this machine).
+# Throughput used for the estimate until a measured run exists (docs/contract.md §8 budget on this machine).
 DEFAULT_RATES = {"reverse_repost": 5_000.0, "reporting_alias": 20_000.0}
 
 
@@ -92,6 +92,7 @@ def statements(spec: Spec, org_ids: list[str], codes: list[str]) -> list[Stateme
                tiers=mappings.tiers, mapping_ids=mappings.labels, **scope_params(spec)),
         render("plan/entities", org_ids=org_ids, **entity_params(spec)),
         render("plan/orphan_lines", org_ids=org_ids),
+        render("session/timeout", timeout_ms=STATEMENT_TIMEOUT_MS),
     ]
 
 
@@ -110,12 +111,12 @@ def build_plan(dsn: str, spec: Spec, requested_orgs: tuple[str, ...] = (),
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
-            conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            _run(conn, render("session/timeout", timeout_ms=STATEMENT_TIMEOUT_MS))
             orgs = resolve_orgs(conn, spec, requested_orgs)
             org_ids = [o for o, _ in orgs]
             codes_stmt = render("plan/codes", org_ids=org_ids)
             code_rows = _run(conn, codes_stmt)
-            _, candidates_stmt, entities_stmt, orphans_stmt = statements(spec, org_ids, [r[1] for r in code_rows])
+            _, candidates_stmt, entities_stmt, orphans_stmt, _ = statements(spec, org_ids, [r[1] for r in code_rows])
             rows = _run(conn, candidates_stmt)
             entity_rows = _run(conn, entities_stmt)
             orphan_rows = _run(conn, orphans_stmt)

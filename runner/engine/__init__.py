@@ -17,7 +17,8 @@ How it works, in one place (details in each module):
 from __future__ import annotations
 
 from runner.engine.hooks import ChunkInfo, EngineHooks, NoThrottle, NullProgress, ProgressSink, Throttle
-from runner.engine.results import (
+from runner.engine.migrate import RunFailed, new_run_id, run_migration
+from runner.engine.outcome import (
     Conflict,
     OrgRollbackResult,
     OrgRunResult,
@@ -29,7 +30,6 @@ from runner.engine.results import (
 )
 from runner.engine.review import review_statements
 from runner.engine.rollback import RollbackFailed, rollback_run
-from runner.engine.run import RunFailed, new_run_id, run_migration
 from runner.engine.status import run_status
 
 __all__ = [

@@ -16,7 +16,7 @@ import psycopg
 
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
 from runner.engine.isolate import Rejected, isolate
-from runner.engine.results import Quarantined
+from runner.engine.outcome import Quarantined
 
 TIER = "reporting_alias"
 

@@ -9,7 +9,7 @@ from typing import Any
 from runner.compile.jsonx import jdump
 from runner.compile.params import Mappings, override_params, repost_code_suffix, run_guard, scope_params, spec_ref
 from runner.engine.context import Sql
-from runner.engine.results import Quarantined
+from runner.engine.outcome import Quarantined
 from runner.spec.model import Spec
 
 

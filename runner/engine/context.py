@@ -20,7 +20,7 @@ RUN_ID_PATTERN = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}\Z")  # not "."
 QUARANTINE_PREFIX = "quarantine:"
 ADVISORY_LOCK_CLASS = 0x4845_5241  # "HERA": the namespace of the per-organisation advisory lock
 
-# Per migration transaction (DESIGN §7: no parallel plans where gen_random_uuid() runs).
+# Per migration transaction (docs/contract.md §7: no parallel plans where gen_random_uuid() runs).
 # The lock timeout stays well below PostgreSQL's deadlock_timeout (1 s): hera_txn_reverse_v1 inserts the -REV twin
 # before it locks the original, a chunk locks its originals before it inserts their twins, so a v1 reverse that
 # arrives mid-chunk can close a cycle. Whoever waited first is aborted by the deadlock check, and that is the v1

@@ -21,8 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
+from runner.compile import render
 from runner.compile.jsonx import dumps, loads
 from runner.contract import (
     JOURNAL_ENTITY_TYPE,
@@ -170,13 +170,18 @@ _VALUE_COLUMNS = ("field_type", "field_value_text", "field_value_number", "field
                   "field_value_json")
 
 
-def _rows(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    return [loads(r[0]) for r in conn.execute(query, params).fetchall()]
+def _q(conn: psycopg.Connection[Any], name: str, **context: Any) -> psycopg.Cursor[Any]:
+    """Execute template runner/sql/entities/<name> (every statement here is one, so `compile` shows it)."""
+    stmt = render(f"entities/{name}", **context)
+    return conn.execute(stmt.text, stmt.params)
+
+
+def _rows(conn: psycopg.Connection[Any], name: str, **context: Any) -> list[dict[str, Any]]:
+    return [loads(r[0]) for r in _q(conn, name, **context).fetchall()]
 
 
 def journal_entity_id(conn: psycopg.Connection[Any], org_id: str, run_id: str) -> str:
-    row = conn.execute("SELECT id::text FROM core_entities WHERE organization_id = %s AND entity_type = %s "
-                       "AND entity_code = %s", (org_id, JOURNAL_ENTITY_TYPE, run_id)).fetchone()
+    row = _q(conn, "journal_entity", org_id=org_id, run_id=run_id, journal_type=JOURNAL_ENTITY_TYPE).fetchone()
     if row is None:
         raise DataError(f"run {run_id} has no journal in organisation {org_id}")
     return str(row[0])
@@ -184,18 +189,14 @@ def journal_entity_id(conn: psycopg.Connection[Any], org_id: str, run_id: str) -
 
 def _migrate_family(conn: psycopg.Connection[Any], spec: Spec, family: str, model: PostingRules | FiscalPeriods,
                     org_id: str, run_id: str) -> tuple[int, int]:
-    entities = _rows(conn, "SELECT to_jsonb(e)::text FROM core_entities e WHERE e.organization_id = %s "
-                           "AND lower(e.entity_type) = ANY(%s) AND NOT coalesce(e.metadata ? %s, false) "
-                           "ORDER BY e.id FOR UPDATE",
-                     (org_id, [t.lower() for t in model.entity_types], META_MIGRATION))
+    entities = _rows(conn, "lock_family", org_id=org_id, entity_types=[t.lower() for t in model.entity_types],
+                     migration_key=META_MIGRATION)
     if not entities:
         return 0, 0
     names = sorted({*model.fields, *(p.split(".")[1] for tf in model.transforms
                                      for p in (tf.set_, tf.source, tf.to) if p and p.startswith("dynamic."))})
     by_entity: dict[str, dict[str, dict[str, Any]]] = {}
-    for f in _rows(conn, "SELECT to_jsonb(d)::text FROM core_dynamic_data d WHERE d.organization_id = %s "
-                         "AND d.entity_id = ANY(%s::uuid[]) AND d.field_name = ANY(%s) ORDER BY d.id FOR UPDATE",
-                   (org_id, [e["id"] for e in entities], names)):
+    for f in _rows(conn, "lock_fields", org_id=org_id, entity_ids=[e["id"] for e in entities], field_names=names):
         by_entity.setdefault(f["entity_id"], {}).setdefault(f["field_name"], f)  # first row per field wins
     updates, inserts, changed, deletes = [], [], [], []
     for row in entities:
@@ -217,42 +218,29 @@ def _migrate_family(conn: psycopg.Connection[Any], spec: Spec, family: str, mode
                 changed.append({"id": f["id"], **{c: f.get(c) for c in _VALUE_COLUMNS}})
             else:
                 inserts.append({"entity_id": row["id"], "field_name": name, **{c: f.get(c) for c in _VALUE_COLUMNS}})
-    actor = MIGRATION_ACTOR_ID
-    conn.execute("""UPDATE core_entities e
-                       SET smart_code = v.smart_code, metadata = v.metadata, version = coalesce(e.version, 1) + 1,
-                           updated_at = now(), updated_by = %s
-                      FROM jsonb_to_recordset(%s::jsonb) AS v(id uuid, smart_code text, metadata jsonb)
-                     WHERE e.id = v.id AND e.organization_id = %s""", (actor, dumps(updates), org_id))
+    actor = str(MIGRATION_ACTOR_ID)
+    _q(conn, "mark_entities", org_id=org_id, actor=actor, updates=dumps(updates))
     if changed:
-        conn.execute("""UPDATE core_dynamic_data d
-                           SET field_type = v.field_type, field_value_text = v.field_value_text,
-                               field_value_number = v.field_value_number, field_value_boolean = v.field_value_boolean,
-                               field_value_date = v.field_value_date, field_value_json = v.field_value_json,
-                               version = coalesce(d.version, 1) + 1, updated_at = now(), updated_by = %s
-                          FROM jsonb_populate_recordset(NULL::core_dynamic_data, %s::jsonb) AS v
-                         WHERE d.id = v.id AND d.organization_id = %s""", (actor, dumps(changed), org_id))
+        _q(conn, "update_fields", org_id=org_id, actor=actor, fields=dumps(changed))
     if inserts:
-        conn.execute("""INSERT INTO core_dynamic_data (organization_id, entity_id, field_name, field_type,
-                               field_value_text, field_value_number, field_value_boolean, field_value_date,
-                               field_value_json, smart_code, created_by, updated_by)
-                        SELECT %s, v.entity_id, v.field_name, v.field_type, v.field_value_text, v.field_value_number,
-                               v.field_value_boolean, v.field_value_date, v.field_value_json, %s, %s, %s
-                          FROM jsonb_populate_recordset(NULL::core_dynamic_data, %s::jsonb) AS v""",
-                     (org_id, CREATED_FIELD_SMART_CODE, actor, actor, dumps(inserts)))
+        _q(conn, "insert_fields", org_id=org_id, actor=actor, smart_code=CREATED_FIELD_SMART_CODE,
+           fields=dumps(inserts))
     if deletes:
-        conn.execute("DELETE FROM core_dynamic_data WHERE organization_id = %s AND id = ANY(%s::uuid[])",
-                     (org_id, deletes))
+        _q(conn, "delete_fields", org_id=org_id, ids=deletes)
     return len(entities), len(changed) + len(inserts) + len(deletes)
+
+
+def _settings_preimage(conn: psycopg.Connection[Any], org_id: str, run_id: str) -> tuple[str, str] | None:
+    row = _q(conn, "settings_preimage", org_id=org_id, run_id=run_id, journal_type=JOURNAL_ENTITY_TYPE,
+             field_name=ORG_PREIMAGE_FIELD).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 def _migrate_org_config(conn: psycopg.Connection[Any], model: OrganizationConfig, org_id: str, run_id: str) -> int:
     journal = journal_entity_id(conn, org_id, run_id)
-    done = conn.execute("SELECT 1 FROM core_dynamic_data WHERE organization_id = %s AND entity_id = %s "
-                        "AND field_name = %s", (org_id, journal, ORG_PREIMAGE_FIELD)).fetchone()
-    if done is not None:
+    if _settings_preimage(conn, org_id, run_id) is not None:
         return 0
-    row = conn.execute("SELECT to_jsonb(o)::text FROM core_organizations o WHERE o.id = %s FOR UPDATE",
-                       (org_id,)).fetchone()
+    row = _q(conn, "lock_organization", org_id=org_id).fetchone()
     if row is None:
         raise DataError(f"organisation {org_id} does not exist (or is not visible to this role)")
     org = loads(row[0])
@@ -261,12 +249,10 @@ def _migrate_org_config(conn: psycopg.Connection[Any], model: OrganizationConfig
     if settings.settings == (org.get("settings") or {}):
         return 0
     pre = {"settings": org.get("settings"), "updated_at": org.get("updated_at"), "updated_by": org.get("updated_by")}
-    conn.execute("UPDATE core_organizations SET settings = %s::jsonb, updated_at = now(), updated_by = %s "
-                 "WHERE id = %s", (dumps(settings.settings), MIGRATION_ACTOR_ID, org_id))
-    conn.execute("INSERT INTO core_dynamic_data (organization_id, entity_id, field_name, field_type, field_value_json,"
-                 " smart_code, created_by, updated_by) VALUES (%s, %s, %s, 'json', %s::jsonb, %s, %s, %s)",
-                 (org_id, journal, ORG_PREIMAGE_FIELD, dumps(pre), PREIMAGE_SMART_CODE, MIGRATION_ACTOR_ID,
-                  MIGRATION_ACTOR_ID))
+    actor = str(MIGRATION_ACTOR_ID)
+    _q(conn, "update_settings", org_id=org_id, actor=actor, settings=dumps(settings.settings))
+    _q(conn, "keep_settings_preimage", org_id=org_id, journal_id=journal, field_name=ORG_PREIMAGE_FIELD,
+       json_type="json", preimage=dumps(pre), smart_code=PREIMAGE_SMART_CODE, actor=actor)
     return 1
 
 
@@ -293,10 +279,8 @@ def rollback_entities(conn: psycopg.Connection[Any], run_id: str, org_id: str) -
     """
     actor = str(MIGRATION_ACTOR_ID)
     counts = {"entities_restored": 0, "dynamic_restored": 0, "organization_config": 0, "conflicts": 0}
-    entities = _rows(conn, "SELECT to_jsonb(e)::text FROM core_entities e WHERE e.organization_id = %s "
-                           "AND e.metadata -> 'migration' ->> 'run_id' = %s "
-                           "AND e.metadata -> 'migration' ->> 'role' = %s ORDER BY e.id FOR UPDATE",
-                     (org_id, run_id, ROLE_ENTITY))
+    entities = _rows(conn, "lock_marked", org_id=org_id, run_id=run_id, role=ROLE_ENTITY,
+                     migration_key=META_MIGRATION, run_id_key="run_id", role_key="role")
     restore, upserts, removals = [], [], []
     for row in entities:
         pre = row["metadata"][META_MIGRATION]["pre"]
@@ -311,47 +295,26 @@ def rollback_entities(conn: psycopg.Connection[Any], run_id: str, org_id: str) -
             else:
                 upserts.append(before)
     if restore:
-        conn.execute("""UPDATE core_entities e
-                           SET smart_code = v.smart_code, metadata = coalesce(v.metadata, '{}'::jsonb),
-                               version = v.version, updated_at = v.updated_at,
-                               -- HERA rejects a NULL actor: a row that had none keeps ours
-                               updated_by = coalesce(v.updated_by, %s)
-                          FROM jsonb_populate_recordset(NULL::core_entities, %s::jsonb) AS v
-                         WHERE e.id = v.id AND e.organization_id = %s""", (actor, dumps(restore), org_id))
+        _q(conn, "restore_entities", org_id=org_id, actor=actor, rows=dumps(restore))
         counts["entities_restored"] = len(restore)
     if upserts:
         # Whole-row restore: UPDATE the rows that still exist, re-INSERT the ones a rename removed.
-        names = [r[0] for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'core_dynamic_data'::regclass AND attnum > 0 "
-            "AND NOT attisdropped ORDER BY attnum").fetchall()]
-        columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        columns = [r[0] for r in _q(conn, "field_columns").fetchall()]
         payload = dumps(upserts)
-        conn.execute(sql.SQL("UPDATE core_dynamic_data d SET ({c}) = (SELECT {c} FROM "
-                             "jsonb_populate_record(NULL::core_dynamic_data, v.r)) "
-                             "FROM jsonb_array_elements(%s::jsonb) AS v(r) "
-                             "WHERE d.id = (v.r ->> 'id')::uuid AND d.organization_id = %s").format(c=columns),
-                     (payload, org_id))
+        _q(conn, "restore_fields", org_id=org_id, rows=payload, columns=columns)
         # HERA's trg_ef_soft_validate rewrites validation_status and ai_insights on every write from the row stored
         # under that id: an UPDATE leaves 'valid', an INSERT (nothing stored yet) 'invalid'. A field whose
         # pre-image came from an INSERT therefore only comes back exactly by being inserted again.
-        differing = ("SELECT d.id FROM core_dynamic_data d JOIN jsonb_array_elements(%s::jsonb) AS v(r) "
-                     "ON d.id = (v.r ->> 'id')::uuid WHERE d.organization_id = %s "
-                     "AND ROW(d.*) IS DISTINCT FROM ROW((jsonb_populate_record(NULL::core_dynamic_data, v.r)).*)")
-        rewritten = [r[0] for r in conn.execute(differing, (payload, org_id)).fetchall()]
+        rewritten = [r[0] for r in _q(conn, "fields_differing", org_id=org_id, rows=payload).fetchall()]
         if rewritten:
-            conn.execute("DELETE FROM core_dynamic_data WHERE organization_id = %s AND id = ANY(%s)",
-                         (org_id, rewritten))
-        conn.execute(sql.SQL("INSERT INTO core_dynamic_data ({c}) SELECT {c} FROM "
-                             "jsonb_populate_recordset(NULL::core_dynamic_data, %s::jsonb) AS v "
-                             "WHERE NOT EXISTS (SELECT 1 FROM core_dynamic_data d WHERE d.id = v.id)").format(
-                                 c=columns), (payload,))
+            _q(conn, "delete_fields", org_id=org_id, ids=rewritten)
+        _q(conn, "reinsert_fields", org_id=org_id, rows=payload, columns=columns)
         counts["dynamic_restored"] += len(upserts)
         # A state neither write reproduces (a trigger of this HERA computes it otherwise) is not restored exactly:
         # say so, the run needs review.
-        counts["conflicts"] += len(conn.execute(differing, (payload, org_id)).fetchall())
+        counts["conflicts"] += len(_q(conn, "fields_differing", org_id=org_id, rows=payload).fetchall())
     for entity_id, name in removals:
-        cur = conn.execute("DELETE FROM core_dynamic_data WHERE organization_id = %s AND entity_id = %s "
-                           "AND field_name = %s AND created_by = %s", (org_id, entity_id, name, actor))
+        cur = _q(conn, "delete_created_field", org_id=org_id, entity_id=entity_id, field_name=name, actor=actor)
         counts["dynamic_restored"] += cur.rowcount
     counts["organization_config"], conflict = _rollback_org_config(conn, org_id, run_id)
     counts["conflicts"] += conflict
@@ -359,19 +322,16 @@ def rollback_entities(conn: psycopg.Connection[Any], run_id: str, org_id: str) -
 
 
 def _rollback_org_config(conn: psycopg.Connection[Any], org_id: str, run_id: str) -> tuple[int, int]:
-    row = conn.execute("SELECT d.id, d.field_value_json::text FROM core_dynamic_data d JOIN core_entities j "
-                       "ON j.id = d.entity_id AND j.organization_id = d.organization_id WHERE d.organization_id = %s "
-                       "AND j.entity_type = %s AND j.entity_code = %s AND d.field_name = %s",
-                       (org_id, JOURNAL_ENTITY_TYPE, run_id, ORG_PREIMAGE_FIELD)).fetchone()
-    if row is None:
+    found = _settings_preimage(conn, org_id, run_id)
+    if found is None:
         return 0, 0
-    pre = loads(row[1])
-    current = conn.execute("SELECT updated_by::text FROM core_organizations WHERE id = %s FOR UPDATE",
-                           (org_id,)).fetchone()
-    if current is None or current[0] != str(MIGRATION_ACTOR_ID):
+    field_id, text = found
+    pre = loads(text)
+    actor = str(MIGRATION_ACTOR_ID)
+    current = _q(conn, "organization_writer", org_id=org_id).fetchone()
+    if current is None or current[0] != actor:
         return 0, 1
-    conn.execute("UPDATE core_organizations SET settings = %s::jsonb, updated_at = %s::timestamptz, "
-                 "updated_by = coalesce(%s::uuid, %s) WHERE id = %s",
-                 (dumps(pre["settings"]), pre["updated_at"], pre["updated_by"], MIGRATION_ACTOR_ID, org_id))
-    conn.execute("DELETE FROM core_dynamic_data WHERE id = %s", (row[0],))
+    _q(conn, "restore_settings", org_id=org_id, settings=dumps(pre["settings"]), updated_at=pre["updated_at"],
+       updated_by=pre["updated_by"], actor=actor)
+    _q(conn, "delete_fields", org_id=org_id, ids=[field_id])
     return 1, 0

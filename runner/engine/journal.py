@@ -1,4 +1,4 @@
-"""The run journal in the Sacred Six (DESIGN §6): per (organisation, run) one core_entities row of type
+"""The run journal in the Sacred Six (docs/contract.md §6): per (organisation, run) one core_entities row of type
 MIGRATION_RUN (entity_code = run id, metadata {run_id, spec, actor, started_at, status, options}) and its
 checkpoint fields as core_dynamic_data rows, written in the same transaction as the chunk they record.
 
@@ -23,7 +23,7 @@ import psycopg
 from runner import contract
 from runner.compile.jsonx import jdump
 from runner.engine.context import QUARANTINE_PREFIX, Sql
-from runner.engine.results import Quarantined
+from runner.engine.outcome import Quarantined
 
 COUNTERS = ("migrated", "aliased", "chunks", "rollback_originals", "rollback_reposts", "rollback_reversals",
             "rollback_aliases", "rollback_chunks")

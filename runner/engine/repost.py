@@ -21,7 +21,7 @@ import psycopg
 from runner.compile.params import repost_code, reversal_reason
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
 from runner.engine.isolate import Rejected, isolate
-from runner.engine.results import Quarantined
+from runner.engine.outcome import Quarantined
 
 TIER = "reverse_repost"
 

@@ -4,10 +4,11 @@ template-safety tests (no spec value in the SQL text, every value bound)."""
 from __future__ import annotations
 
 from runner import contract
-from runner.compile import Statement
-from runner.compile.params import Mappings, reversal_reason
+from runner.compile import Statement, render
+from runner.compile.params import Mappings, entity_params, reversal_reason
 from runner.engine.chunk import ChunkCtx
 from runner.engine.context import ADVISORY_LOCK_CLASS, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Sql, advisory_key
+from runner.engine.entities import CREATED_FIELD_SMART_CODE
 from runner.engine.journal import COUNTERS, QUARANTINED_FIELD
 from runner.spec.model import Spec
 
@@ -81,4 +82,43 @@ def review_statements(spec: Spec) -> list[Statement]:
     for list_smart_code in (True, False):
         out.append(s.statement("rollback/restore_aliases", list_smart_code=list_smart_code, ids=one))
     out.append(s.statement("rollback/leftovers", kept=one, reason=reversal_reason(SAMPLE_RUN)))
-    return out
+    return out + entity_statements(spec, orgs[0])
+
+
+def entity_statements(spec: Spec, org_id: str) -> list[Statement]:
+    """Every statement of the entity migrations and their rollback (engine/entities.py), with the spec's entity
+    types and sample values where the data decides (rows, field names)."""
+    actor = str(contract.MIGRATION_ACTOR_ID)
+    types = entity_params(spec)
+    columns = ["id", "organization_id", "entity_id", "field_name"]  # the real list is read from the catalog
+
+    def e(name: str, **context: object) -> Statement:
+        return render(f"entities/{name}", **context)
+
+    return [
+        e("journal_entity", org_id=org_id, run_id=SAMPLE_RUN, journal_type=contract.JOURNAL_ENTITY_TYPE),
+        *(e("lock_family", org_id=org_id, entity_types=types[key], migration_key=contract.META_MIGRATION)
+          for key in ("posting_rule_types", "fiscal_period_types") if types[key]),
+        e("lock_fields", org_id=org_id, entity_ids=[SAMPLE_ID], field_names=["sample_field"]),
+        e("mark_entities", org_id=org_id, actor=actor, updates="[]"),
+        e("update_fields", org_id=org_id, actor=actor, fields="[]"),
+        e("insert_fields", org_id=org_id, actor=actor, smart_code=CREATED_FIELD_SMART_CODE, fields="[]"),
+        e("delete_fields", org_id=org_id, ids=[SAMPLE_ID]),
+        e("settings_preimage", org_id=org_id, run_id=SAMPLE_RUN, journal_type=contract.JOURNAL_ENTITY_TYPE,
+          field_name=contract.ORG_PREIMAGE_FIELD),
+        e("lock_organization", org_id=org_id),
+        e("update_settings", org_id=org_id, actor=actor, settings="{}"),
+        e("keep_settings_preimage", org_id=org_id, journal_id=SAMPLE_JOURNAL, field_name=contract.ORG_PREIMAGE_FIELD,
+          json_type="json", preimage="{}", smart_code=contract.PREIMAGE_SMART_CODE, actor=actor),
+        e("lock_marked", org_id=org_id, run_id=SAMPLE_RUN, role=contract.ROLE_ENTITY,
+          migration_key=contract.META_MIGRATION, run_id_key="run_id", role_key="role"),
+        e("restore_entities", org_id=org_id, actor=actor, rows="[]"),
+        e("field_columns"),
+        e("restore_fields", org_id=org_id, rows="[]", columns=columns),
+        e("fields_differing", org_id=org_id, rows="[]"),
+        e("reinsert_fields", org_id=org_id, rows="[]", columns=columns),
+        e("delete_created_field", org_id=org_id, entity_id=SAMPLE_ID, field_name="sample_field", actor=actor),
+        e("organization_writer", org_id=org_id),
+        e("restore_settings", org_id=org_id, settings="{}", updated_at="2025-01-01T00:00:00+00:00",
+          updated_by=actor, actor=actor),
+    ]

@@ -31,8 +31,8 @@ from runner.engine.context import (
     validate_run_id,
 )
 from runner.engine.hooks import ChunkInfo, EngineHooks, NullProgress, ProgressSink
-from runner.engine.orgrun import OrgBusy
-from runner.engine.results import Conflict, OrgRollbackResult, RollbackResult
+from runner.engine.organization import OrgBusy
+from runner.engine.outcome import Conflict, OrgRollbackResult, RollbackResult
 from runner.engine.retry import RetriesExhausted, backoff_seconds, is_transient, pause
 from runner.errors import HarnessError, UsageError
 from runner.spec.model import Retries

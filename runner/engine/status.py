@@ -10,7 +10,7 @@ from typing import Any
 from runner.db.connect import connect
 from runner.engine import journal
 from runner.engine.context import Sql, validate_run_id
-from runner.engine.results import TIERS, OrgStatus, RunStatus
+from runner.engine.outcome import TIERS, OrgStatus, RunStatus
 from runner.errors import UsageError
 
 

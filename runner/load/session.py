@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from runner.engine.outcome import RunResult
 from runner.errors import HarnessError
 from runner.load import stats
 from runner.load.generator import LoadGenerator, LoadSettings
@@ -285,7 +286,7 @@ class RunLoadHook:
         self.t0 = time.time()
         self.poller.start()
 
-    def migrated(self, result: dict[str, Any]) -> dict[str, Any]:
+    def migrated(self, result: RunResult) -> dict[str, Any]:
         """The migrate phase ended: stop the progress poller and the load, write load.json/html, return the
         performance section for validate_run."""
         self.t1 = time.time()
@@ -294,8 +295,7 @@ class RunLoadHook:
         if self.plan.after_seconds > 0 and self.gen.running():
             self.after = _window(self.gen, self.plan.after_seconds)
         self.gen.stop()
-        self.migrated_count = sum(int(o.get("migrated", 0)) + int(o.get("aliased", 0))
-                                  for o in result.get("organizations", []))
+        self.migrated_count = sum(o.migrated + o.aliased for o in result.organizations)
         m = self.measured()
         self.outputs = write_outputs(m, self.gen.workdir)
         print_summary(m, self.console)

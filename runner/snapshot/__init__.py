@@ -1,1 +1,1 @@
-"""Before/after snapshots in DuckDB and the classification of every difference (DESIGN.md §1, §5)."""
+"""Before/after snapshots in DuckDB and the classification of every difference (docs/contract.md §1, §5)."""

@@ -1,6 +1,6 @@
 """HERA smart codes as the spec sees them: normalisation, the strict pattern, wildcard patterns and templates.
 
-Facts (shared/hera-reference.md §1.7, §3): HERA upper-cases a code and rewrites a trailing `.V<n>` to `.v<n>`
+Facts (docs/hera-reference.md §1.7, §3): HERA upper-cases a code and rewrites a trailing `.V<n>` to `.v<n>`
 before applying its strict pattern, so `…SALE.v1` and `…SALE.V1` are the same code. Everything here works on
 that normal form and is pure (no database).
 """

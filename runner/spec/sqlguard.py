@@ -36,7 +36,7 @@ _FORBIDDEN_WORDS: dict[str, str] = {
 }
 _LOCKING_NEXT = frozenset({"update", "share", "no", "key"})
 
-# Read-only functions of production HERA (hera-reference §2), which our stand-in core defines too; every other
+# Read-only functions of production HERA (docs/hera-reference.md §2), which our stand-in core defines too; every other
 # hera_* call is refused, including helpers only a stand-in might have (a check must run on production).
 READ_ONLY_HERA = frozenset({
     "hera_txn_read_v1", "hera_txn_query_v1", "hera_txn_validate_v1", "hera_gl_validate_balance", "hera_line_side",

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 SIX = ("core_organizations", "core_entities", "core_dynamic_data", "core_relationships",
        "universal_transactions", "universal_transaction_lines")
 
-# HERA's smart-code pattern constraints (hera-reference §1.7): strict ones, then the loose case-insensitive ones.
+# HERA's smart-code pattern constraints (docs/hera-reference.md §1.7): strict ones, then the loose
+# case-insensitive ones.
 PATTERN_CHECKS = ("chk_core_entities_smart_code_pattern", "chk_ut_smart_code_pattern", "chk_utl_smart_code_pattern",
                   "core_entities_smart_code_ck", "core_dynamic_data_smart_code_ck", "core_relationships_smart_code_ck",
                   "ut_smart_code_ck", "utl_smart_code_ck")

@@ -1,6 +1,6 @@
 """Transactions of one synthetic org: balanced GL journals in HERA's production convention.
 
-Convention (hera-reference §2.6, §7.2): a GL line's smart code contains `.GL.`, `line_data.side` is DR or CR and
+Convention (docs/hera-reference.md §2.6, §7.2): a GL line's smart code contains `.GL.`, `line_data.side` is DR or CR and
 `line_amount` is positive. Reversed and voided rows are written in the final state HERA's RPCs leave them in
 (§2.2, §2.7): the reversed original is `reversed` with reversal keys and a `.V1` header code (the RPC's UPDATE does
 not set smart_code), its twin is a `posted` `<code>-REV` header with negated lines on the same side.

@@ -21,7 +21,7 @@ DYNAMIC_COLUMNS = ("id", "organization_id", "entity_id", "field_name", "field_ty
                    "field_value_number", "field_value_boolean", "field_value_json", "smart_code", "ai_insights",
                    "validation_status", "created_at", "updated_at", "created_by", "updated_by")
 # What HERA's trg_ef_soft_validate leaves on every INSERTed field: it judges the row stored under NEW.id, which
-# does not exist yet (hera-reference §1.8; production data: most fields look exactly like this).
+# does not exist yet (docs/hera-reference.md §1.8; production data: most fields look exactly like this).
 INSERTED_FIELD_INSIGHTS = {"validation_errors": {"missing_fields": {
     "organization_id": False, "entity_id": False, "field_name": False, "smart_code": False}}}
 RELATIONSHIP_COLUMNS = ("id", "organization_id", "from_entity_id", "to_entity_id", "relationship_type",

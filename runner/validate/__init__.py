@@ -2,8 +2,9 @@
 score, alerts, and the report artefacts (results.json, records.jsonl, index.html, junit.xml).
 
 Public API:
-- `validate_run(dsn, spec, run_id, *, report_dir, run_result=None, snapshot_path=None, diff_result=None,
-  performance=None) -> ValidationOutcome` (exit_code, results_path, html_path, junit_path, records_path, ...);
+- `validate_run(dsn, spec, run_id, *, report_dir, run=None, snapshot_path=None, diff=None, performance=None)
+  -> ValidationOutcome` (exit_code, results, results_path, html_path, junit_path, records_path, ...): `run` is the
+  engine's RunResult when the validation follows a run, `diff` a DiffResult computed elsewhere;
 - `render_report(results_json) -> Path`: index.html re-rendered from results.json (`hera-migrate report`);
 - `review_statements(spec)`: every validation statement, for `hera-migrate compile`.
 The results.json format is docs/results-schema.md (JSON Schema: runner/report/results.schema.json).
@@ -13,6 +14,6 @@ from __future__ import annotations
 
 from runner.report import render_report
 from runner.validate.builtin import review_statements
-from runner.validate.run import ValidationOutcome, validate_run
+from runner.validate.validation import ValidationOutcome, validate_run
 
 __all__ = ["ValidationOutcome", "render_report", "review_statements", "validate_run"]

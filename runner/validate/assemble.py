@@ -1,9 +1,8 @@
 """results.json as a dict: levels 2 and 3, the score, performance and alerts, from what the validation measured.
 
-Inputs it reads leniently (both may be absent):
-- run_result: `RunResult.as_dict()` of `run`, or `RunStatus.as_dict()` of `status` (runner.engine.results):
-  run status, started_at/finished_at, per-organisation candidates/migrated/aliased/quarantined, seconds per phase,
-  last_chunk_at; organisations' `conflicts` (rollback) mark records REQUIRES_REVIEW.
+Inputs (both may be absent):
+- run: the run's facts (runner.validate.runfacts.RunFacts, from the engine's RunResult): status,
+  started_at/finished_at, per-organisation candidates/migrated/aliased/quarantined, seconds per phase;
 - performance: {records_per_second?, phases?: {name: seconds}, latency?: {baseline: {...}, during: {...}},
   timeline?: [{t, done, rate}]} where a latency block carries p50_ms/p95_ms/p99_ms (or p50/p95/p99, milliseconds),
   requests and failures, and timeline is the run's throughput series (runner.engine.throughput.ThroughputRecorder).
@@ -19,6 +18,7 @@ from runner.spec.model import Spec
 from runner.validate import alerts as alerting
 from runner.validate.outcome import CheckOutcome
 from runner.validate.records import CATEGORIES, OrgRecords
+from runner.validate.runfacts import OrgFacts, RunFacts
 from runner.validate.score import integrity_score, penalties
 
 SCHEMA_VERSION = "1.0"
@@ -49,27 +49,6 @@ def _num(value: Any) -> float | None:
         return None
 
 
-def _total(value: Any) -> int:
-    if isinstance(value, dict):
-        return sum(int(v) for v in value.values() if isinstance(v, int | float) and not isinstance(v, bool))
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    return 0
-
-
-def run_orgs(run_result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    if not run_result:
-        return {}
-    return {str(o.get("organization_id")): o for o in run_result.get("organizations") or [] if isinstance(o, dict)}
-
-
-def conflicts(run_result: dict[str, Any] | None) -> set[str]:
-    out: set[str] = set()
-    for org in run_orgs(run_result).values():
-        for c in org.get("conflicts") or []:
-            if isinstance(c, dict) and c.get("transaction_id"):
-                out.add(str(c["transaction_id"]))
-    return out
 
 
 def check_triples(outcomes: list[CheckOutcome], org_id: str | None = None) -> list[tuple[str, str, str]]:
@@ -79,16 +58,16 @@ def check_triples(outcomes: list[CheckOutcome], org_id: str | None = None) -> li
 
 
 def organization(org_id: str, org_code: str, records: OrgRecords, summary: dict[str, Any],
-                 outcomes: list[CheckOutcome], run_org: dict[str, Any] | None) -> dict[str, Any]:
+                 outcomes: list[CheckOutcome], run_org: OrgFacts | None) -> dict[str, Any]:
     """Level 2: one organisation."""
     triples = check_triples(outcomes, org_id)
     score = integrity_score(records.passed, records.failed, triples)
     quarantined_db = records.kinds["quarantined"]
     migrated_db = summary["originals"] + summary["aliases"]
-    if run_org:
-        migrated = int(run_org.get("migrated") or 0) + int(run_org.get("aliased") or 0)
-        quarantined = int(run_org.get("quarantined_total") or _total(run_org.get("quarantined")))
-        candidates = _total(run_org.get("candidates")) or migrated + quarantined
+    if run_org is not None:
+        migrated = run_org.migrated + run_org.aliased
+        quarantined = run_org.quarantined
+        candidates = run_org.candidates or migrated + quarantined
     else:
         migrated, quarantined, candidates = migrated_db, quarantined_db, migrated_db + quarantined_db
     families = {name: dict(counts) for name, counts in records.families.items()}
@@ -122,7 +101,7 @@ def organization(org_id: str, org_code: str, records: OrgRecords, summary: dict[
                 "reposts": summary["reposts"], "aliases": summary["aliases"], "quarantined": quarantined_db,
                 "originals_amount": summary["originals_amount"], "reposts_amount": summary["reposts_amount"]},
         },
-        "run_status": (run_org or {}).get("status") or summary["journal_status"],
+        "run_status": (run_org.status if run_org is not None else None) or summary["journal_status"],
         "journal_last_write": summary["journal_last_write"],
     }
 
@@ -133,20 +112,19 @@ def _p95(block: Any) -> float | None:
     return _num(block.get("p95_ms", block.get("p95")))
 
 
-def performance_section(performance: dict[str, Any] | None, run_result: dict[str, Any] | None,
+def performance_section(performance: dict[str, Any] | None, run: RunFacts | None,
                         phases: dict[str, float], migrated: int) -> dict[str, Any]:
     perf = performance or {}
     all_phases: dict[str, float] = {}
-    for name, seconds in ((run_result or {}).get("seconds") or {}).items():
-        if _num(seconds) is not None:
-            all_phases[f"run.{name}"] = round(float(seconds), 3)
+    for name, seconds in (run.seconds if run is not None else {}).items():
+        all_phases[f"run.{name}"] = round(float(seconds), 3)
     for name, seconds in (perf.get("phases") or {}).items():
         if _num(seconds) is not None:
             all_phases[str(name)] = round(float(seconds), 3)
     all_phases.update({k: round(v, 3) for k, v in phases.items()})
     rps = _num(perf.get("records_per_second"))
-    if rps is None and run_result:
-        start, end = parse_time(run_result.get("started_at")), parse_time(run_result.get("finished_at"))
+    if rps is None and run is not None:
+        start, end = run.started_at, run.finished_at
         if start and end and end > start and migrated:
             rps = migrated / (end - start).total_seconds()
     latency = perf.get("latency") if isinstance(perf.get("latency"), dict) else None
@@ -197,16 +175,15 @@ def continuity(performance: dict[str, Any]) -> dict[str, Any]:
             "v1_availability_pct": availability}
 
 
-def no_progress(run_result: dict[str, Any] | None, journals: list[tuple[str | None, str | None]],
+def no_progress(run: RunFacts | None, journals: list[tuple[str | None, str | None]],
                 now: datetime) -> float | None:
-    """Minutes since the run last made progress; 0 once it completed. The run's state comes from run_result
-    when given, else from the journals' status field ((status, last write) per organisation)."""
-    statuses = [str(run_result.get("status"))] if run_result else [s for s, _ in journals if s is not None]
+    """Minutes since the run last made progress; 0 once it completed. The run's state comes from `run` when
+    given, else from the journals' status field; the last progress from the journals ((status, last write) per
+    organisation)."""
+    statuses = [run.status] if run is not None else [s for s, _ in journals if s is not None]
     if statuses and all(s == "completed" for s in statuses):
         return 0.0
-    stamps = [parse_time(o.get("last_chunk_at")) for o in run_orgs(run_result).values()]
-    stamps += [parse_time(w) for _, w in journals]
-    known = [s for s in stamps if s is not None]
+    known = [s for s in (parse_time(w) for _, w in journals) if s is not None]
     if not statuses or not known:
         return None
     return round(max((now - max(known)).total_seconds(), 0.0) / 60.0, 3)
@@ -225,20 +202,20 @@ def error_rate(totals: OrgRecords) -> float | None:
 
 def build(*, spec: Spec, run_id: str, started: datetime, finished: datetime, orgs: list[dict[str, Any]],
           outcomes: list[CheckOutcome], totals: OrgRecords, record_file: str | None, diff: dict[str, Any],
-          performance: dict[str, Any], run_result: dict[str, Any] | None, snapshot: dict[str, Any],
+          performance: dict[str, Any], run: RunFacts | None, snapshot: dict[str, Any],
           journals: list[tuple[str | None, str | None]]) -> dict[str, Any]:
     triples = check_triples(outcomes)
     score = integrity_score(totals.passed, totals.failed, triples)
     all_records = totals.passed + totals.failed + totals.review
-    run_start = parse_time((run_result or {}).get("started_at"))
-    run_end = parse_time((run_result or {}).get("finished_at"))
+    run_start = run.started_at if run is not None else None
+    run_end = run.finished_at if run is not None else None
     window = (run_end - run_start).total_seconds() if run_start and run_end else (finished - started).total_seconds()
     failures = sum(o.failures if o.status != "error" else max(o.failures, 1) for o in outcomes if o.status != "passed")
     metrics: dict[str, float | None] = {
         "integrity_score": float(score),
         "error_rate_pct": error_rate(totals),
         "performance_impact_pct": performance["impact_pct"],
-        "no_progress_minutes": no_progress(run_result, journals, finished),
+        "no_progress_minutes": no_progress(run, journals, finished),
         "validation_failures_per_hour": alerting.failures_per_hour(failures, window),
     }
     fired = alerting.evaluate(spec.alerts, metrics)
@@ -251,7 +228,7 @@ def build(*, spec: Spec, run_id: str, started: datetime, finished: datetime, org
         "spec": {"path": None if spec.path is None else str(spec.path), "sha256": spec.sha256, "name": spec.name,
                  "version": spec.version},
         "status": status, "exit_code": exit_code, "started_at": iso(started), "finished_at": iso(finished),
-        "run": {"status": (run_result or {}).get("status"),
+        "run": {"status": run.status if run is not None else None,
                 "started_at": iso(run_start) if run_start else None,
                 "finished_at": iso(run_end) if run_end else None},
         "integrity_score": float(score),

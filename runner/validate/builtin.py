@@ -18,11 +18,12 @@ from runner.compile.jsonx import dumps
 from runner.compile.params import override_params, run_guard, scope_params
 from runner.spec import codes
 from runner.spec.model import BUILTIN_LEVELS, CheckDef, Spec, Transform
+from runner.validate.execute import BUILTIN_TIMEOUT_SECONDS, settings_statement
 
 QUARANTINE_PREFIX = "quarantine:"  # the engine's journal field prefix (runner.engine.context.QUARANTINE_PREFIX)
 REVIEW_RUN_ID = "<run_id>"  # the run id shown in `compile --out` (bound, never in the SQL text)
 
-# Constants the templates bind: the correlation contract's JSON keys and values (DESIGN.md §6, runner.contract).
+# Constants the templates bind: the correlation contract's JSON keys and values (docs/contract.md §6, runner.contract).
 KEYS: dict[str, Any] = {
     "k_mig": contract.META_MIGRATION, "k_run": "run_id", "k_role": "role", "k_original": "original_txn_id",
     "k_repost_id": "repost_id", "k_reversal_id": "reversal_id", "k_reversal_of": "reversal_of", "k_pre": "pre",
@@ -222,7 +223,8 @@ def review_statements(spec: Spec) -> list[Statement]:
     orgs = list(spec.scope.organizations.include)
     org = orgs[0] if orgs else "00000000-0000-0000-0000-000000000000"
     resolved = Resolved.from_spec(spec)
-    out = [helper("journal_orgs", REVIEW_RUN_ID, org_ids=orgs),
+    out = [settings_statement(str(round(BUILTIN_TIMEOUT_SECONDS * 1000)), "off"),
+           helper("journal_orgs", REVIEW_RUN_ID, org_ids=orgs),
            helper("run_codes", REVIEW_RUN_ID, org_id=org),
            helper("records", REVIEW_RUN_ID, org_id=org),
            helper("links", REVIEW_RUN_ID, org_id=org, ids=[]),

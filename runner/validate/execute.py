@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from runner.compile import Statement
+from runner.compile import Statement, render
 from runner.compile.custom import custom_text, positional
 from runner.errors import DatabaseError
 from runner.spec.model import CheckDef
@@ -29,7 +29,6 @@ BUILTIN_TIMEOUT_SECONDS = 300.0
 # the whole run, so header-to-header joins are hash joins (nested loops off); lines and entities are still read
 # per row through index lookups, written as LATERAL subqueries (which stay nested loops). Custom checks run with
 # the server's defaults.
-_SETTINGS = "SELECT set_config('statement_timeout', %s, true), set_config('enable_nestloop', %s, true)"
 ITERSIZE = 2_000
 REQUIRED_COLUMNS = ("organization_id", "record_id", "message")
 
@@ -46,6 +45,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def settings_statement(timeout_ms: str, nestloop: str) -> Statement:
+    return render("validate/session", timeout_ms=timeout_ms, nestloop=nestloop)
+
+
 class Session:
     """One read-only transaction on `conn` holding every check of a validation.
 
@@ -57,6 +60,10 @@ class Session:
         self.conn = conn
         self.own = own_transaction
         self._cursors = 0
+
+    def _settings(self, timeout_ms: str, nestloop: str) -> None:
+        stmt = settings_statement(timeout_ms, nestloop)
+        self.conn.execute(stmt.text, stmt.params)
 
     def __enter__(self) -> Session:
         if not self.own:
@@ -83,7 +90,7 @@ class Session:
         """A helper statement's rows; a failure here is a runtime error (exit 3), not a check result."""
         try:
             with self.conn.transaction():
-                self.conn.execute(_SETTINGS, (_timeout_ms(timeout_seconds), "on"))
+                self._settings(_timeout_ms(timeout_seconds), "on")
                 return self.conn.execute(stmt.text, stmt.params).fetchall()
         except psycopg.Error as exc:
             raise DatabaseError(f"validation statement {stmt.name} failed: {_describe(exc)}") from exc
@@ -92,7 +99,7 @@ class Session:
         """Rows of a helper statement through a server-side cursor (for the level-1 record list)."""
         try:
             with self.conn.transaction():
-                self.conn.execute(_SETTINGS, (_timeout_ms(timeout_seconds), "on"))
+                self._settings(_timeout_ms(timeout_seconds), "on")
                 with self.conn.cursor(name=self._name()) as cur:
                     cur.itersize = ITERSIZE
                     cur.execute(stmt.text, stmt.params)
@@ -105,7 +112,7 @@ class Session:
         t0 = time.monotonic()
         try:
             with self.conn.transaction():
-                self.conn.execute(_SETTINGS, (_timeout_ms(timeout_seconds), "off"))
+                self._settings(_timeout_ms(timeout_seconds), "off")
                 with self.conn.cursor(name=self._name()) as cur:
                     cur.itersize = ITERSIZE
                     cur.execute(stmt.text, stmt.params)
@@ -125,7 +132,7 @@ class Session:
             return errored(organization_id, f"the check's SQL cannot be parameterised: {exc}")
         try:
             with self.conn.transaction():
-                self.conn.execute(_SETTINGS, (_timeout_ms(check.timeout_seconds), "on"))
+                self._settings(_timeout_ms(check.timeout_seconds), "on")
                 with psycopg.RawServerCursor(self.conn, self._name()) as cur:
                     cur.itersize = ITERSIZE
                     cur.execute(text, params)

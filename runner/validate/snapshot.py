@@ -18,7 +18,6 @@ change of the ledger, and it leaves voided headers out, so a concurrent void wou
 
 from __future__ import annotations
 
-import importlib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import duckdb
 
 from runner import contract
 from runner.snapshot import duck
+from runner.snapshot.diff import DiffResult, diff
+from runner.validate.effects import DiffFailure
 
 Row = tuple[str, str, str]
 ALIAS_FREE_COLUMNS = frozenset({"metadata", "updated_at", "updated_by", "version", "smart_code"})
@@ -171,20 +172,10 @@ def alias_rows(path: Path, run_id: str, org_ids: list[str]) -> list[Row]:
     return out
 
 
-def run_diff(path: Path, run_id: str) -> dict[str, Any] | None:
-    """The snapshot layer's expected-effect diff (runner.snapshot.diff.diff(path, run_id).as_dict()), or None when
-    that module is not there. Its failure is returned as {"error": ...}: the validation reports it and goes on."""
+def run_diff(path: Path, run_id: str) -> DiffResult | DiffFailure:
+    """The snapshot layer's expected-effect diff; a failure is returned, not raised: the validation reports it in
+    results.json (the diff check errors) and goes on."""
     try:
-        module = importlib.import_module("runner.snapshot.diff")
-    except ImportError:
-        return None
-    fn = getattr(module, "diff", None)
-    if fn is None:
-        return None
-    try:
-        result = fn(path, run_id)
-        as_dict = getattr(result, "as_dict", None)
-        out = as_dict() if callable(as_dict) else result
-        return dict(out) if isinstance(out, dict) else {"error": f"diff returned {type(out).__name__}"}
+        return diff(path, run_id)
     except Exception as exc:  # reported in results.json, never fatal
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return DiffFailure(f"{type(exc).__name__}: {exc}")

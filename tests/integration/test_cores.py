@@ -32,10 +32,10 @@ from runner.synth import ledger, masterdata
 from runner.synth.generate import org_code
 from runner.synth.profiles import load_profiles
 from runner.validate import validate_run
-from runner.validate.defects import DEFECTS, KINDS, plant
 from tests.conftest import create_database, drop_database
 from tests.integration.test_pipeline import state
 from tests.integration.test_plan import expected_from_truth, observed
+from tests.tools.defects import DEFECTS, KINDS, plant
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASE7 = ROOT / "specs" / "finance-dna-v2.yaml"

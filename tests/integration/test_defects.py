@@ -1,5 +1,5 @@
 """The validation catches every defect of the issue's list, planted one at a time into the state a clean run of the
-real engine left (runner.validate.defects), and stays silent on the clean run.
+real engine left (tests.tools.defects), and stays silent on the clean run.
 
 One clean run on a small org is built once per module (generate → before-snapshot → run_migration) in a database
 that every test clones (CREATE DATABASE … TEMPLATE), so each defect starts from the same migrated state; tests that
@@ -22,14 +22,14 @@ import pytest
 
 from runner.db.connect import connect, with_database
 from runner.db.providers import Server
-from runner.engine import run_migration
+from runner.engine import RunResult, run_migration
 from runner.report import schema_errors
 from runner.snapshot.extract import take_snapshot
 from runner.spec import Spec, load_spec
 from runner.synth.generate import generate
 from runner.validate import validate_run
-from runner.validate.defects import DEFECTS, KINDS, plant
 from tests.conftest import create_database, drop_database
+from tests.tools.defects import DEFECTS, KINDS, plant
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASE7 = ROOT / "specs" / "finance-dna-v2.yaml"
@@ -42,14 +42,14 @@ class CleanRun:
     database: str
     org: str
     snapshot: Path
-    run_result: dict[str, Any]
+    run_result: RunResult
 
 
 def spec() -> Spec:
     return load_spec(PHASE7)
 
 
-def clean_run(dsn: str, size: str, seed: int, snapshot: Path, run_id: str = RUN) -> tuple[str, dict[str, Any],
+def clean_run(dsn: str, size: str, seed: int, snapshot: Path, run_id: str = RUN) -> tuple[str, RunResult,
                                                                                            dict[str, float]]:
     times: dict[str, float] = {}
     t0 = time.monotonic()
@@ -62,7 +62,7 @@ def clean_run(dsn: str, size: str, seed: int, snapshot: Path, run_id: str = RUN)
     result = run_migration(dsn, spec(), orgs=(org,), run_id=run_id, workers=1, now=True)
     times["run"] = time.monotonic() - t0
     assert result.status == "completed"
-    return org, result.as_dict(), times
+    return org, result, times
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def failing(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_the_clean_run_has_no_failure_and_scores_100(clone: str, migrated: CleanRun, tmp_path: Path) -> None:
     snapshot = tmp_path / "snapshots.duckdb"
     shutil.copy(migrated.snapshot, snapshot)
-    out = validate_run(clone, spec(), RUN, report_dir=tmp_path / "r", run_result=migrated.run_result,
+    out = validate_run(clone, spec(), RUN, report_dir=tmp_path / "r", run=migrated.run_result,
                        snapshot_path=snapshot)
     results = read(out.results_path)
     assert schema_errors(results) == []
@@ -125,7 +125,7 @@ def test_a_planted_defect_fails_a_critical_check_that_names_it(kind: str, clone:
         shutil.copy(migrated.snapshot, snapshot)
     planted = plant(clone, spec(), RUN, kind)
     assert planted.organization_id == migrated.org and planted.record_id
-    out = validate_run(clone, spec(), RUN, report_dir=tmp_path / "r", run_result=migrated.run_result,
+    out = validate_run(clone, spec(), RUN, report_dir=tmp_path / "r", run=migrated.run_result,
                        snapshot_path=snapshot)
     results = read(out.results_path)
     assert schema_errors(results) == []
@@ -169,7 +169,7 @@ def test_a_clean_medium_run_has_no_false_positive(db_dsn: str, tmp_path: Path,
     snapshot = tmp_path / "snapshots.duckdb"
     org, result, times = clean_run(db_dsn, "medium", 11, snapshot, run_id="run-defects-medium")
     t0 = time.monotonic()
-    out = validate_run(db_dsn, spec(), "run-defects-medium", report_dir=tmp_path / "r", run_result=result,
+    out = validate_run(db_dsn, spec(), "run-defects-medium", report_dir=tmp_path / "r", run=result,
                        snapshot_path=snapshot)
     times["validate"] = time.monotonic() - t0
     results = read(out.results_path)

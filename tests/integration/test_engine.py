@@ -72,7 +72,7 @@ def test_every_candidate_migrated_once_faithfully(db_dsn: str, org: str) -> None
         assert {str(o["id"]) for o in originals} == want
         by_original = {r["metadata"]["migration"]["original_txn_id"]: r for r in reposts}
         assert len(by_original) == len(reposts) == len(want)  # one repost each
-        assert len({r["id"] for r in reposts}) == len(reposts)  # no shared ids (DESIGN §7)
+        assert len({r["id"] for r in reposts}) == len(reposts)  # no shared ids (docs/contract.md §7)
         twins = {str(r["metadata"]["reversal_of"]): r for r in cur.execute(
             "SELECT * FROM universal_transactions WHERE organization_id = %s AND metadata ? 'reversal_of' "
             "AND metadata ->> 'reversal_reason' LIKE 'hera-migrate run-once%%'", (org,))}

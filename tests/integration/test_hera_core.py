@@ -1,4 +1,4 @@
-"""The HERA-compatible core (fixtures/sql) must behave like real HERA (shared/hera-reference.md).
+"""The HERA-compatible core (fixtures/sql) must behave like real HERA (docs/hera-reference.md).
 
 Each test pins one fact of the reference (section numbers in the docstrings), so a drift in the core fails here.
 Every test runs twice: on our core and on HERA's production schema (HERA_REAL_SCHEMA; skipped without it), so

@@ -1,5 +1,5 @@
 """The user-facing pipeline through the real CLI: run → status → validate → rollback → report, the demo, and the
-exit codes of DESIGN.md §4 (0 fine, 1 critical failure, 2 usage, 3 runtime)."""
+exit codes of docs/contract.md §4 (0 fine, 1 critical failure, 2 usage, 3 runtime)."""
 
 from __future__ import annotations
 

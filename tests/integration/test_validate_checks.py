@@ -2,7 +2,7 @@
 time fails exactly the checks that can see it, naming the right record; a custom check with broken SQL reports
 status "error" and the validation goes on.
 
-The migration is done by hand here, exactly as the correlation contract says (runner/contract.py, DESIGN §6):
+The migration is done by hand here, exactly as the correlation contract says (runner/contract.py, docs/contract.md §6):
 HERA's hera_txn_reverse_v1 for the -REV twin, hera_txn_emit_v1 for the v2 repost with metadata.migration, the
 original marked with its pre-image; alias rows get metadata.reporting_smartcode; entities go through the
 engine's migrate_entities. A module-scoped database holds that state and every test works on its own clone.
@@ -30,7 +30,7 @@ from runner.snapshot.extract import take_snapshot
 from runner.spec import Spec, load_spec
 from runner.spec.model import CustomCheck
 from runner.synth.generate import generate
-from runner.validate.run import checks_on, run_checks
+from runner.validate.validation import checks_on, run_checks
 from tests.conftest import create_database, drop_database
 from tests.integration.hera_helpers import named_call
 

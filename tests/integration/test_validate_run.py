@@ -150,7 +150,7 @@ def test_a_run_of_the_real_engine_passes_every_check(db_dsn: str, tmp_path: Path
     org = generate(db_dsn, size="small", seed=5).organizations[0].organization_id
     spec = phase7()
     result = engine.run_migration(db_dsn, spec, orgs=(org,), run_id="run-engine-1", workers=1, now=True)
-    out = validate_run(db_dsn, spec, "run-engine-1", report_dir=tmp_path, run_result=result.as_dict())
+    out = validate_run(db_dsn, spec, "run-engine-1", report_dir=tmp_path, run=result)
     results = read(out.results_path)
     assert schema_errors(results) == []
     bad = {c["id"]: c["samples"][:2] or c["error"] for c in results["checks"] if c["status"] != "passed"}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.compile.custom import custom_text
+from runner.snapshot.diff import DiffResult, DiffSample
 from runner.spec import load_spec
 from runner.spec.model import Alerts, CheckDef, CriticalAlerts, Transform, WarningAlerts
 from runner.validate import alerts, builtin, effects
@@ -155,21 +156,27 @@ def test_rates_and_impact() -> None:
 # --- the diff ------------------------------------------------------------------------------------------------------
 
 
+def _diff(counts: dict[str, dict[str, int]], unexpected: list[DiffSample] | None = None) -> DiffResult:
+    full = {cls: counts.get(cls, {}) for cls in ("expected", "unexpected", "concurrent")}
+    return DiffResult(run_id="r", actor_id="a", counts=full, by_kind={},
+                      samples={"unexpected": {"universal_transaction_lines": unexpected or []}})
+
+
 def test_the_snapshot_layers_diff_becomes_counts_and_a_critical_system_check() -> None:
-    raw = {"expected": {"universal_transactions": 12}, "unexpected": {"universal_transaction_lines": 1},
-           "concurrent": {}, "samples": {"unexpected": {"universal_transaction_lines": [
-               {"record_id": "L1", "organization_id": "o1", "reason": "line changed in a transaction of the run"}]}}}
-    diff = effects.normalize(raw)
+    row = DiffSample(table="universal_transaction_lines", record_id="L1", organization_id="o1", transaction_id="T1",
+                     kind="updated", changed_columns=["line_amount"], reason="line changed in a transaction of the run")
+    diff = effects.section(_diff({"expected": {"universal_transactions": 12},
+                                  "unexpected": {"universal_transaction_lines": 1}}, [row]))
     assert diff["available"] and diff["unexpected"] == {"universal_transaction_lines": 1}
     assert diff["samples"] == [{"organization_id": "o1", "record_id": "L1",
                                 "message": "universal_transaction_lines: line changed in a transaction of the run"}]
     outcome = effects.outcome(diff)
     assert outcome is not None and (outcome.status, outcome.failures, outcome.check.severity) == (
         "failed", 1, "critical")
-    assert effects.outcome(effects.normalize(None)) is None
-    clean = effects.outcome(effects.normalize({"expected": {"t": 3}, "unexpected": {}, "concurrent": {"t": 1}}))
+    assert effects.outcome(effects.section(None)) is None
+    clean = effects.outcome(effects.section(_diff({"expected": {"t": 3}, "concurrent": {"t": 1}})))
     assert clean is not None and clean.status == "passed"
-    broken = effects.outcome(effects.normalize({"error": "boom"}))
+    broken = effects.outcome(effects.section(effects.DiffFailure("boom")))
     assert broken is not None and broken.status == "error"
 
 

@@ -27,7 +27,7 @@ from runner.engine import alias, entities_hook, faults, journal, repost
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
 from runner.engine.context import ADVISORY_LOCK_CLASS, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Sql, advisory_key
 from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, Throttle
-from runner.engine.results import TIERS, OrgRunResult
+from runner.engine.outcome import TIERS, OrgRunResult
 from runner.engine.retry import RetriesExhausted, backoff_seconds, is_transient, pause
 from runner.engine.window import Gate
 from runner.errors import DatabaseError
@@ -345,7 +345,7 @@ class OrgRunner:
 
 
 def apply_totals(res: OrgRunResult, fields: dict[str, Any], quarantined: list[Any]) -> None:
-    from runner.engine.results import QUARANTINE_SAMPLE
+    from runner.engine.outcome import QUARANTINE_SAMPLE
 
     res.candidates = {t: int(fields.get(f"candidates_{t}", 0) or 0) for t in TIERS}
     res.migrated = int(fields.get("migrated", 0) or 0)

@@ -19,8 +19,8 @@ from runner.db.connect import connect
 from runner.engine import journal
 from runner.engine.context import Sql, validate_run_id
 from runner.engine.hooks import EngineHooks, NoThrottle, NullProgress, ProgressSink, Throttle
-from runner.engine.orgrun import OrgRunner, RunSettings
-from runner.engine.results import RunResult
+from runner.engine.organization import OrgRunner, RunSettings
+from runner.engine.outcome import RunResult
 from runner.engine.window import Gate
 from runner.errors import HarnessError, UsageError
 from runner.spec.model import Spec
@@ -47,7 +47,8 @@ def run_migration(dsn: str, spec: Spec, *, orgs: tuple[str, ...] = (), run_id: s
     """Migrate the organisations in scope (tier 2, tier 3, entity hook) and return per-org counts.
 
     `batch_size` given: every chunk has exactly that many candidates (the last one fewer). Not given: the spec's
-    batch size is a ceiling and chunks shrink so each transaction stays under ~1 s of lock time (orgrun).
+    batch size is a ceiling and chunks shrink so each transaction stays under ~1 s of lock time
+    (engine/organization.py).
     `hooks` are test-only fault points; `stop` (set from another thread) ends the run between chunks.
     Returns with status `incomplete` when candidates stayed locked by other sessions (resume continues);
     raises RunFailed (exit 3) when an organisation failed, after the others finished.

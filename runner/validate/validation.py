@@ -1,16 +1,17 @@
 """`validate_run`: every check of the spec against one run, the three levels, the score, alerts and the report.
 
 1. The run's organisations: those with a journal entity (MIGRATION_RUN, entity_code = run id), plus those of
-   `run_result`.
-2. Snapshots: when `snapshot_path` holds a `before` snapshot, a fresh `after` snapshot is taken (DESIGN.md §4,
+   `run` (the engine's RunResult, when the validation follows a run in the same process).
+2. Snapshots: when `snapshot_path` holds a `before` snapshot, a fresh `after` snapshot is taken (docs/contract.md §4,
    `validate`), trial_balance_unchanged compares the two and alias_only_metadata adds a full before/after
-   comparison; the snapshot layer's diff runs unless `diff_result` is given. Without snapshots both checks use
+   comparison; the snapshot layer's diff runs unless `diff` is given. Without snapshots both checks use
    their PostgreSQL form. A snapshot that cannot be taken or read is noted in results.json; the PostgreSQL forms
    take over.
 3. All PostgreSQL checks in one REPEATABLE READ READ ONLY transaction (runner.validate.execute), record and
    aggregate checks once per organisation, system checks once.
 4. Level 1 (records.jsonl), level 2 (per organisation), level 3 (system), the integrity score, alerts.
-5. results.json (the source of truth), then index.html and junit.xml rendered from it alone.
+5. records.jsonl, then results.json (the source of truth) and index.html and junit.xml rendered from it alone,
+   all through the report layer (runner.report.write_reports), the one place results.json is written.
 Exit code: 1 when a critical check failed or errored, or a critical alert fired; else 0.
 """
 
@@ -26,22 +27,25 @@ from typing import Any
 import psycopg
 
 from runner.db.connect import connect
+from runner.engine.outcome import RunResult
 from runner.errors import DataError, HarnessError
+from runner.report import write_reports
+from runner.snapshot.diff import DiffResult
 from runner.spec.model import CheckDef, Spec
 from runner.validate import builtin, effects, records, snapshot
-from runner.validate.assemble import build, conflicts, organization, performance_section, run_orgs
+from runner.validate.assemble import build, organization, performance_section
+from runner.validate.effects import DiffFailure
 from runner.validate.execute import Session
 from runner.validate.outcome import CheckOutcome, OrgCheck, combine, errored, merge, tally
+from runner.validate.runfacts import RunFacts
 
-RESULTS = "results.json"
-HTML = "index.html"
-JUNIT = "junit.xml"
 RECORDS = "records.jsonl"
 
 
 @dataclass(frozen=True)
 class ValidationOutcome:
     exit_code: int
+    results: dict[str, Any]  # results.json as written
     results_path: Path
     html_path: Path
     junit_path: Path
@@ -50,12 +54,12 @@ class ValidationOutcome:
     status: str
 
 
-def _orgs(session: Session, run_id: str, run_result: dict[str, Any] | None) -> list[tuple[str, str]]:
+def _orgs(session: Session, run_id: str, run: RunFacts | None) -> list[tuple[str, str]]:
     found = [(str(r[0]), str(r[1])) for r in session.rows(builtin.helper("journal_orgs", run_id, org_ids=[]))]
     known = {o for o, _ in found}
-    for org_id, org in run_orgs(run_result).items():
+    for org_id, org in (run.organizations if run is not None else {}).items():
         if org_id not in known:
-            found.append((org_id, str(org.get("organization_code") or org_id)))
+            found.append((org_id, org.organization_code or org_id))
             known.add(org_id)
     return found
 
@@ -152,25 +156,24 @@ def run_checks(dsn: str, spec: Spec, run_id: str, *, snapshot_path: Path | None 
         return checks_on(conn, spec, run_id, snapshot_path=snapshot_path)
 
 
-def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run_result: dict[str, Any] | None = None,
-                 snapshot_path: Path | None = None, diff_result: dict[str, Any] | None = None,
+def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run: RunResult | None = None,
+                 snapshot_path: Path | None = None, diff: DiffResult | DiffFailure | None = None,
                  performance: dict[str, Any] | None = None) -> ValidationOutcome:
     """Validate run `run_id` and write results.json, records.jsonl, index.html and junit.xml to `report_dir`."""
-    from runner.report import write_reports
-
+    facts = RunFacts.of(run)
     started = datetime.now(UTC)
     phases: dict[str, float] = {}
     report_dir.mkdir(parents=True, exist_ok=True)
     with connect(dsn) as conn, Session(conn) as session:
-        orgs = _orgs(session, run_id, run_result)
+        orgs = _orgs(session, run_id, facts)
     if not orgs:
         raise DataError(f"run {run_id} has no journal in this database (no {builtin.KEYS['journal_type']} entity "
                         f"with entity_code {run_id})", hint="check the run id with 'hera-migrate status RUN_ID'")
     org_ids = [o for o, _ in orgs]
     snap, snap_info = _snapshots(dsn, org_ids, snapshot_path, phases)
-    if diff_result is None and snap is not None:
-        diff_result = snapshot.run_diff(snap, run_id)
-    diff = effects.normalize(diff_result)
+    if diff is None and snap is not None:
+        diff = snapshot.run_diff(snap, run_id)
+    diff_section = effects.section(diff)
 
     t0 = time.monotonic()
     records_path = report_dir / RECORDS
@@ -179,13 +182,13 @@ def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run_res
     with connect(dsn) as conn, Session(conn) as session:
         validation = _Validation(spec, run_id, session, orgs, snap)
         outcomes = [validation.run(check) for check in spec.validations.checks()]
-        diff_check = effects.outcome(diff)
+        diff_check = effects.outcome(diff_section)
         if diff_check is not None:
             outcomes.append(diff_check)
         phases["validate.checks"] = time.monotonic() - t0
         t1 = time.monotonic()
         flags = records.flags_by_org(outcomes)
-        review = conflicts(run_result)
+        review = set(facts.conflicts) if facts is not None else set()
         with records.write_records(records_path) as out:
             for org_id in org_ids:
                 per_org_records[org_id] = records.level1(session, run_id, org_id, flags.get(org_id, {}), review, out)
@@ -199,16 +202,16 @@ def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run_res
         totals.kind_status.update(rec.kind_status)
         totals.by_category.update(rec.by_category)
         totals.samples.extend(rec.samples[:max(0, 10 - len(totals.samples))])
-    by_run_org = run_orgs(run_result)
+    by_run_org = facts.organizations if facts is not None else {}
     org_dicts = [organization(org_id, code, per_org_records[org_id], summaries[org_id], outcomes,
                               by_run_org.get(org_id)) for org_id, code in orgs]
     migrated = sum(o["migrated"] for o in org_dicts)
-    perf = performance_section(performance, run_result, phases, migrated)
+    perf = performance_section(performance, facts, phases, migrated)
     results = build(spec=spec, run_id=run_id, started=started, finished=datetime.now(UTC), orgs=org_dicts,
-                    outcomes=outcomes, totals=totals, record_file=RECORDS, diff=diff, performance=perf,
-                    run_result=run_result, snapshot=snap_info,
+                    outcomes=outcomes, totals=totals, record_file=RECORDS, diff=diff_section, performance=perf,
+                    run=facts, snapshot=snap_info,
                     journals=[(s["journal_status"], s["journal_last_write"]) for s in summaries.values()])
     paths = write_reports(results, report_dir)
-    return ValidationOutcome(exit_code=int(results["exit_code"]), results_path=paths["results"],
+    return ValidationOutcome(exit_code=int(results["exit_code"]), results=results, results_path=paths["results"],
                              html_path=paths["html"], junit_path=paths["junit"], records_path=records_path,
                              integrity_score=float(results["integrity_score"]), status=str(results["status"]))

@@ -1,11 +1,11 @@
-"""Engine benchmark for runner/bench.py: migrate one synthetic org end to end, roll it back, and measure the raw
+"""Engine benchmark for tests/tools/bench.py: migrate one synthetic org end to end, roll it back, and measure the raw
 PostgreSQL ceiling for the same writes on the same tables in the same process, so the engine's rate can be read
 as a fraction of what the server could do at all.
 
-    from runner.engine.bench_hook import bench_engine
+    from tests.tools.bench_hook import bench_engine
     numbers = bench_engine(None, "medium", 42)               # own embedded server
     numbers = bench_engine(dsn, "small", 7)                  # an existing HERA database (a fresh org is generated)
-    python -m runner.engine.bench_hook medium 42 [DSN]       # prints the dict as JSON
+    python -m tests.tools.bench_hook medium 42 [DSN]       # prints the dict as JSON
 
 Reported (no pass/fail):
 - tier 2: transactions/s (one hera_txn_reverse_v1 + one hera_txn_emit_v1 each, marks, checks, journal), row
@@ -51,8 +51,8 @@ from runner import contract
 from runner.db import providers, schema
 from runner.db.connect import connect
 from runner.engine.hooks import ChunkInfo, EngineHooks
+from runner.engine.migrate import run_migration
 from runner.engine.rollback import rollback_run
-from runner.engine.run import run_migration
 from runner.resources import data_dir
 from runner.spec import load_spec
 from runner.spec.model import Spec
@@ -237,7 +237,7 @@ def raw_ceiling(dsn: str, org: str, txn_ids: list[str], chunks: int) -> dict[str
         t0 = time.monotonic()
         for pos in range(0, len(txn_ids), per):
             with conn.transaction():
-                conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # DESIGN 7: gen_random_uuid()
+                conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # docs/contract.md §7: gen_random_uuid()
                 cur = conn.execute(stmt, {"org": org, "ids": txn_ids[pos:pos + per], "scratch": scratch,
                                           "tag": f"-{tag}"})
                 line_rows += cur.rowcount
@@ -389,7 +389,7 @@ def everyday_costs(dsn: str, org: str, repeat: int = 3) -> dict[str, float | Non
     return out
 
 
-if __name__ == "__main__":  # python -m runner.engine.bench_hook [size] [seed] [dsn]
+if __name__ == "__main__":  # python -m tests.tools.bench_hook [size] [seed] [dsn]
     import json
     import sys
 

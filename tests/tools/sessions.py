@@ -1,7 +1,7 @@
 """The long scenarios behind `nox -s small|medium|enterprise|load` (never in the default test run).
 
-    python -m runner.load.sessions org --size medium        # nox -s medium
-    python -m runner.load.sessions tradeoff --size medium   # nox -s load
+    python -m tests.tools.sessions org --size medium        # nox -s medium
+    python -m tests.tools.sessions tradeoff --size medium   # nox -s load
 
 `org`: a fresh embedded server → the synthetic org of that size → `run` of the Phase 7 spec under v1 load
 (baseline first, auto-throttled) → validate → rollback rehearsal on the same data → reports/<size>/
@@ -49,12 +49,12 @@ def differing_without_load(duckdb_path: Path, a: str = "before", b: str = "rollb
     out: dict[str, int] = {}
 
     def rows(label: str, table: str) -> str:
-        return (f"SELECT * FROM ({rows_without_journal(label, table)}) "  # noqa: S608 - fixed labels and table names
+        return (f"SELECT * FROM ({rows_without_journal(label, table)}) "
                 f"WHERE CAST(created_by AS VARCHAR) IS DISTINCT FROM '{LOAD_ACTOR_ID}'")
 
     with duck_connect(duckdb_path, read_only=True) as con:
         for table in TABLES:
-            q = (f"SELECT (SELECT count(*) FROM ({rows(a, table)} EXCEPT ALL {rows(b, table)})) + "  # noqa: S608
+            q = (f"SELECT (SELECT count(*) FROM ({rows(a, table)} EXCEPT ALL {rows(b, table)})) + "
                  f"(SELECT count(*) FROM ({rows(b, table)} EXCEPT ALL {rows(a, table)}))")
             row = con.execute(q).fetchone()
             out[table] = int(row[0]) if row else 0
@@ -133,7 +133,7 @@ def _or_dash(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runner.load.sessions")
+    ap = argparse.ArgumentParser(prog="python -m tests.tools.sessions")
     ap.add_argument("what", choices=["org", "tradeoff"])
     ap.add_argument("--size", default="small", choices=["small", "medium", "enterprise"])
     ap.add_argument("--seed", type=int, default=42)

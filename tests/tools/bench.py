@@ -1,10 +1,10 @@
 """Benchmarks (run by `nox -s bench`): print numbers and write reports/bench/bench.json; no pass/fail, no timed tests.
 
-    python -m runner.bench --sizes small,medium[,enterprise] [--seed 42] [--out reports/bench/bench.json]
+    python -m tests.tools.bench --sizes small,medium[,enterprise] [--seed 42] [--out reports/bench/bench.json]
 
 Each size runs in its own child process (so its peak RSS is its own) on fresh embedded servers:
 1. fixture load: the generator's rows/s (own server);
-2. engine (runner.engine.bench_hook.bench_engine, own server): tier-2 txn/s and row-writes/s, tier-3 rows/s,
+2. engine (tests.tools.bench_hook.bench_engine, own server): tier-2 txn/s and row-writes/s, tier-3 rows/s,
    rollback seconds, the physical bound measured in the same run — HERA's own reverse + emit pair on the same
    rows, nothing else (`bare_pair`) — and the raw PostgreSQL ceiling (INSERT … SELECT of the same number of header
    and line rows, no logic), so our rate is printed as ratios of both. With HERA_REAL_SCHEMA set, the same
@@ -34,6 +34,7 @@ from typing import Any
 from runner.db import providers, realcore, schema
 from runner.synth.generate import generate
 
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: `tests` is importable from there
 TARGETS = {"tier2_txn_per_second": 5000, "ceiling_ratio": 0.6, "end_to_end_seconds": 300, "rollback_seconds": 60,
            "peak_rss_mb": 1024, "diff_speedup_vs_reladiff": 5}
 DIFF_TABLES = ("universal_transactions", "universal_transaction_lines")
@@ -111,12 +112,12 @@ def bench_pipeline(size: str, seed: int) -> dict[str, Any]:
     """Steps 2 and 3 of the module docstring on one fresh server."""
     from runner.db.connect import connect, with_database
     from runner.engine import run_migration
-    from runner.engine.bench_hook import bench_engine
     from runner.resources import data_dir
     from runner.snapshot.extract import take_snapshot
     from runner.spec import load_spec
     from runner.validate import validate_run
     from runner.validate.snapshot import run_diff
+    from tests.tools.bench_hook import bench_engine
 
     srv = providers.start_local()
     try:
@@ -149,7 +150,7 @@ def bench_pipeline(size: str, seed: int) -> dict[str, Any]:
             run_s = time.monotonic() - t1
             t2 = time.monotonic()
             outcome = validate_run(srv.dsn, spec, result.run_id, report_dir=Path(tmp) / "report",
-                                   run_result=result.as_dict(), snapshot_path=snap)
+                                   run=result, snapshot_path=snap)
             validate_s = time.monotonic() - t2
             phases = json.loads(outcome.results_path.read_text(encoding="utf-8"))["performance"]["phases"]
             t3 = time.monotonic()
@@ -239,7 +240,7 @@ def table(results: list[dict[str, Any]]) -> str:
         if note:
             lines.append(f"{r['size']}: reladiff: {note}")
         if r.get("ceiling_txn_per_second") is None:
-            lines.append(f"{r['size']}: no raw ceiling: runner.engine.bench_hook.bench_engine did not report "
+            lines.append(f"{r['size']}: no raw ceiling: tests.tools.bench_hook.bench_engine did not report "
                          "a ceiling")
     return "\n".join(lines)
 
@@ -288,7 +289,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runner.bench")
+    parser = argparse.ArgumentParser(prog="python -m tests.tools.bench")
     parser.add_argument("--sizes", default="small,medium", help="comma-separated: small,medium,enterprise")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("reports/bench/bench.json"))
@@ -300,8 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
         print(f"bench {size} ...", flush=True)
-        proc = subprocess.run([sys.executable, "-m", "runner.bench", "--one", size, "--seed", str(args.seed)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run([sys.executable, "-m", "tests.tools.bench", "--one", size, "--seed", str(args.seed)],
+                              capture_output=True, text=True, check=False, cwd=ROOT)
         if proc.returncode != 0:
             print(proc.stdout[-2000:], proc.stderr[-4000:], sep="\n", file=sys.stderr)
             results.append({"size": size, "error": f"exit {proc.returncode}"})

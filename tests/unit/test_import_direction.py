@@ -1,0 +1,96 @@
+"""The package's imports go one way (ARCHITECTURE.md, "Import direction"): a module imports only from its own part
+of the package or from a lower layer, and no chain of imports comes back to where it started. Imports inside
+functions count too: a late import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "runner"
+
+# Lowest first. A part is a top-level module or sub-package of runner/.
+LAYERS: list[set[str]] = [
+    {"errors", "__version__", "runner"},  # foundation (runner = the package's __init__)
+    {"contract", "resources"},
+    {"spec", "db"},
+    {"compile"},
+    {"plan", "dbcheck", "synth", "snapshot", "engine"},
+    {"report"},
+    {"validate"},
+    {"review", "pipeline"},
+    {"load"},
+    {"demo"},
+    {"cli"},
+    {"__main__"},
+]
+LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
+
+
+def module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def part_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "runner"
+
+
+def imports() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "runner":
+                submodules = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+                targets += submodules
+                if len(submodules) < len(node.names):  # a name defined by the module (or package) itself
+                    targets.append(node.module)
+            elif isinstance(node, ast.Import):
+                targets += [a.name for a in node.names if a.name.split(".")[0] == "runner"]
+            # A submodule importing its own package's __init__ is how packages re-export; not a stage dependency.
+            graph[name].update(t for t in targets if t in modules and not name.startswith(f"{t}."))
+    return graph
+
+
+def test_every_part_has_a_layer() -> None:
+    parts = {part_of(m) for m in imports()} | {part_of(module_name(p)) for p in PACKAGE.rglob("*.py")}
+    assert parts - set(LAYER) == set(), "give the new part a layer in LAYERS (and ARCHITECTURE.md)"
+
+
+def test_no_upward_import() -> None:
+    upward = sorted(f"{src} -> {dst}" for src, dsts in imports().items() for dst in dsts
+                    if part_of(src) != part_of(dst) and LAYER[part_of(dst)] >= LAYER[part_of(src)])
+    assert upward == []
+
+
+def test_no_import_cycle() -> None:
+    graph = imports()
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert cycles == []
+
+
+def test_the_rule_can_fail() -> None:
+    """The checks above are not vacuous: the graph has the edges the layers talk about."""
+    graph = imports()
+    assert "runner.compile.params" in graph["runner.plan"] and "runner.compile.params" in graph["runner.engine.chunk"]
+    assert LAYER["compile"] < LAYER["plan"] and LAYER["report"] < LAYER["validate"]
