@@ -12,12 +12,13 @@ from pathlib import Path
 from runner import dbcheck, engine, plan, validate
 from runner.compile import Statement
 from runner.compile.params import Mappings
+from runner.snapshot import review as snapshot_review
 from runner.spec.model import Spec
 
 
 def compile_spec(spec: Spec) -> list[Statement]:
-    """Every statement the spec compiles to, for review: tier-1 plan, the engine's run/rollback families, then the
-    validation's checks.
+    """Every statement the spec compiles to, for review: tier-1 plan, the engine's run/rollback families, the
+    snapshots and their diff (DuckDB), then the validation's checks.
 
     Without a database the organisations are the spec's `include` list and only exact (`from`) mappings are
     resolved; `plan` and `run` resolve wildcard and regex mappings against the codes really present. The SQL text
@@ -26,6 +27,7 @@ def compile_spec(spec: Spec) -> list[Statement]:
     org_ids = list(spec.scope.organizations.include)
     statements = plan.statements(spec, org_ids, Mappings.exact(spec).v1_codes)
     statements += engine.review_statements(spec)
+    statements += snapshot_review.review_statements(spec)
     statements += validate.review_statements(spec)
     statements += dbcheck.review_statements(spec)
     return statements

@@ -1,9 +1,11 @@
-"""One Jinja environment renders `runner/sql/<family>/<name>.sql.j2`.
+"""One Jinja environment renders `runner/sql/<family>/<name>.sql.j2`, for PostgreSQL and for DuckDB.
 
 Rules the templates live by (and tests enforce):
 - every value reaches the database as a bound parameter: templates call `bind(value)`, which records the value
-  and writes a `%(pN)s` placeholder, never the value;
-- every identifier goes through the `ident` filter (psycopg.sql.Identifier quoting);
+  and writes a placeholder (`%(pN)s` for psycopg, `$pN` for DuckDB), never the value;
+- every identifier goes through the `ident` filter (psycopg.sql.Identifier quoting; DuckDB shares the syntax);
+- `lit` writes a harness constant (a contract key, a reason text) as a string literal, for the few places a
+  parameter cannot go (DuckDB macros and views); spec values never take that road;
 - StrictUndefined: a template that names something the compiler did not pass fails loudly.
 """
 
@@ -14,14 +16,21 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Undefined
 from psycopg import sql
 
+from runner import contract
+
 _ENV = Environment(loader=PackageLoader("runner", "sql"), undefined=StrictUndefined, autoescape=False,
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["ident"] = lambda *parts: sql.Identifier(*parts).as_string(None)
+_ENV.filters["lit"] = lambda value: "'" + str(value).replace("'", "''") + "'"
+_ENV.globals["contract"] = contract
+
+Dialect = Literal["postgres", "duckdb"]
+_PLACEHOLDER: dict[Dialect, str] = {"postgres": "%({})s", "duckdb": "${}"}
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,12 @@ class Statement:
     name: str
     text: str
     params: dict[str, Any] = field(default_factory=dict)
+    dialect: Dialect = "postgres"
 
     def review_text(self) -> str:
         """SQL followed by its parameters, as `compile --out` writes it for review."""
-        lines = [f"-- {self.name}", self.text.rstrip(), ""]
+        where = " (DuckDB)" if self.dialect == "duckdb" else ""
+        lines = [f"-- {self.name}{where}", self.text.rstrip(), ""]
         if self.params:
             lines.append("-- parameters:")
             lines += [f"--   {k} = {json.dumps(v, default=_json_default)}" for k, v in self.params.items()]
@@ -42,22 +53,32 @@ class Statement:
 
 
 class _Binder:
-    def __init__(self) -> None:
+    def __init__(self, placeholder: str) -> None:
         self.params: dict[str, Any] = {}
+        self.placeholder = placeholder
 
     def __call__(self, value: Any) -> str:
         if isinstance(value, Undefined):  # StrictUndefined does not trip when merely passed to a function
             value._fail_with_undefined_error()
         name = f"p{len(self.params) + 1}"
         self.params[name] = list(value) if isinstance(value, tuple) else value
-        return f"%({name})s"
+        return self.placeholder.format(name)
 
 
 def render(name: str, **context: Any) -> Statement:
     """Render template `name` (e.g. "plan/candidates") with `context`; values must go through `bind`."""
-    binder = _Binder()
+    return _render(name, "postgres", context)
+
+
+def render_duck(name: str, **context: Any) -> Statement:
+    """Render a DuckDB template (runner/sql/diff, most of runner/sql/snapshot): `$pN` placeholders."""
+    return _render(name, "duckdb", context)
+
+
+def _render(name: str, dialect: Dialect, context: dict[str, Any]) -> Statement:
+    binder = _Binder(_PLACEHOLDER[dialect])
     text = _ENV.get_template(f"{name}.sql.j2").render(bind=binder, **context)
-    return Statement(name=name, text=text, params=binder.params)
+    return Statement(name=name, text=text, params=binder.params, dialect=dialect)
 
 
 def template_names() -> list[str]:

@@ -15,6 +15,8 @@ snapshotted whole), and every column gets a PostgreSQL SELECT expression plus a 
 - text, varchar(n), char(n) → VARCHAR (char(n) keeps PostgreSQL's padding).
 - anything else (float, interval, bytea, …) → VARCHAR, PostgreSQL's own text output (`::text`).
 
+`pg_expr` is what snapshot/pg_rows reads; snapshot/load casts `transport_type` to `duck_type` where they differ.
+
 Both extraction methods run the same SELECT expressions and cast to the same DuckDB types, so they produce
 identical tables.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from runner.compile import render
 from runner.errors import DatabaseError
 from runner.snapshot.duck import qi
 
@@ -74,11 +77,8 @@ def map_type(name: str, pg_type: str) -> Column:
 
 
 def read_columns(conn: psycopg.Connection[Any], table: str) -> list[Column]:
-    rows = conn.execute(
-        """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-             FROM pg_attribute a
-            WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-            ORDER BY a.attnum""", (f"public.{table}",)).fetchall()
+    stmt = render("snapshot/pg_columns", qualified_table=f"public.{table}")
+    rows = conn.execute(stmt.text, stmt.params).fetchall()
     if not rows:
         raise DatabaseError(f"table public.{table} not found: is the HERA core installed in this database?")
     names = {r[0] for r in rows}
@@ -86,10 +86,3 @@ def read_columns(conn: psycopg.Connection[Any], table: str) -> list[Column]:
         if needed not in names:
             raise DatabaseError(f"public.{table} has no column {needed}: not a HERA table")
     return [map_type(name, pg_type) for name, pg_type in rows]
-
-
-def duck_cast(column: Column, source: str) -> str:
-    """DuckDB expression turning the transported value `source` into the column's DuckDB type."""
-    if column.duck_type == column.transport_type:
-        return source
-    return f"CAST({source} AS {column.duck_type})"

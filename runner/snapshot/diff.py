@@ -1,7 +1,8 @@
 """The expected-effect diff: every difference between the `before` and `after` snapshots, classified.
 
-Rows are matched by primary key (`id`) per table, in DuckDB SQL (rules.py). A row is a difference when it is
-only in `after` (inserted), only in `before` (deleted), or in both with at least one column not identical
+Rows are matched by primary key (`id`) per table, in DuckDB SQL (runner/sql/diff, run in the order rules.py
+gives). A row is a difference when it is only in `after` (inserted), only in `before` (deleted), or in both with
+at least one column not identical
 (updated; the changed columns are listed). Values compare exactly: DECIMALs as decimals, timestamps to the
 microsecond, jsonb as PostgreSQL's normalised jsonb text (key order of the writer does not matter, see
 columns.py). Comparisons of parts of a jsonb document (metadata without the harness/reversal keys,
@@ -89,14 +90,16 @@ from uuid import UUID
 
 import duckdb
 
+from runner.compile import Statement
+from runner.compile import render_duck as sql
 from runner.contract import MIGRATION_ACTOR_ID
 from runner.errors import DataError
-from runner.snapshot import classify, duck, rules
+from runner.snapshot import duck, rules
 from runner.snapshot.duck import DIFF_LABELS, TABLES
 
 CLASSES = ("expected", "unexpected", "concurrent")
 KINDS = ("inserted", "updated", "deleted")
-DIFF_TABLE = "diff_rows"  # written by diff(); named literally in its SQL
+DIFF_TABLE = "diff_rows"  # written by diff(); named literally in its SQL (diff/store)
 
 
 @dataclass(frozen=True)
@@ -148,19 +151,13 @@ def diff(duckdb_path: Path, run_id: str, actor_id: UUID | str = MIGRATION_ACTOR_
     con = duck.connect(duckdb_path)
     try:
         columns = _columns(con)
-        con.execute("SET VARIABLE run_id = ?", [run_id])
-        con.execute("SET VARIABLE actor_id = ?", [str(UUID(str(actor_id)))])
-        for statement in (*rules.macros(), *rules.context()):
-            con.execute(statement)
-        con.execute("""CREATE OR REPLACE TEMP TABLE d_rows (
-                           table_name VARCHAR, id UUID, organization_id UUID, transaction_id UUID, kind VARCHAR,
-                           changed_columns VARCHAR[], class VARCHAR, reason VARCHAR)""")
-        for table in TABLES:
-            con.execute(rules.pairs(table, columns[table]))
-            con.execute(classify.classify(table, columns[table]))
+        for stmt in variables(run_id, actor_id):
+            _execute(con, stmt)
+        *work, store = rules.statements(columns)
+        for stmt in work:
+            _execute(con, stmt)
         con.execute("BEGIN")
-        con.execute("CREATE OR REPLACE TABLE diff_rows AS SELECT getvariable('run_id') AS run_id, * "
-                    "FROM d_rows ORDER BY table_name, class, kind, id")
+        _execute(con, store)
         con.execute("COMMIT")
         result = _summarise(con, str(run_id), str(actor_id), samples)
     finally:
@@ -169,14 +166,22 @@ def diff(duckdb_path: Path, run_id: str, actor_id: UUID | str = MIGRATION_ACTOR_
     return result
 
 
-def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
-    out: dict[str, list[tuple[str, str]]] = {}
+def variables(run_id: str, actor_id: UUID | str) -> list[Statement]:
+    """The DuckDB variables every diff statement reads."""
+    return [sql("diff/variable", variable="run_id", value=str(run_id)),
+            sql("diff/variable", variable="actor_id", value=str(UUID(str(actor_id))))]
+
+
+def _execute(con: duckdb.DuckDBPyConnection, stmt: Statement) -> duckdb.DuckDBPyConnection:
+    return con.execute(stmt.text, stmt.params or None)
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> rules.Columns:
+    out: rules.Columns = {}
     for table in TABLES:
         per_label = []
         for label in DIFF_LABELS:
-            rows = con.execute("""SELECT column_name, data_type FROM information_schema.columns
-                                   WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position""",
-                               [duck.snapshot_table(label, table)]).fetchall()
+            rows = _execute(con, sql("diff/columns", table=duck.snapshot_table(label, table))).fetchall()
             if not rows:
                 raise DataError(f"no {label} snapshot of {table} in this DuckDB file",
                                 hint="take both snapshots (before and after) first")
@@ -185,8 +190,7 @@ def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]
             raise DataError(f"{table}: the before and after snapshots have different columns")
         out[table] = per_label[0]
     for label in DIFF_LABELS:
-        if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = ?",
-                           [duck.derived_table(label)]).fetchall():
+        if not _execute(con, sql("diff/table_exists", table=duck.derived_table(label))).fetchall():
             raise DataError(f"no {duck.derived_table(label)} table: re-take the {label} snapshot")
     return out
 
@@ -194,16 +198,11 @@ def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]
 def _summarise(con: duckdb.DuckDBPyConnection, run_id: str, actor_id: str, limit: int) -> DiffResult:
     counts = {cls: dict.fromkeys(TABLES, 0) for cls in CLASSES}
     by_kind = {cls: {t: dict.fromkeys(KINDS, 0) for t in TABLES} for cls in CLASSES}
-    for table, cls, kind, n in con.execute(
-            "SELECT table_name, class, kind, count(*) FROM diff_rows GROUP BY ALL").fetchall():
+    for table, cls, kind, n in _execute(con, sql("diff/counts")).fetchall():
         counts[cls][table] += n
         by_kind[cls][table][kind] += n
     result = DiffResult(run_id=run_id, actor_id=actor_id, counts=counts, by_kind=by_kind)
-    rows = con.execute("""SELECT table_name, class, id::VARCHAR, organization_id::VARCHAR, transaction_id::VARCHAR,
-                                  kind, changed_columns, reason
-                             FROM (SELECT *, row_number() OVER (PARTITION BY table_name, class ORDER BY kind, id) AS n
-                                     FROM diff_rows)
-                            WHERE n <= ? ORDER BY table_name, class, kind, id""", [limit]).fetchall()
+    rows = _execute(con, sql("diff/samples", limit=limit)).fetchall()
     for table, cls, rid, org, txn, kind, changed, reason in rows:
         sample = DiffSample(table=table, record_id=rid, organization_id=org, transaction_id=txn, kind=kind,
                             changed_columns=list(changed), reason=reason)

@@ -39,26 +39,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import psycopg
 from psycopg import conninfo
 
 from runner import contract
+from runner.compile import Statement, render, render_duck
 from runner.db.connect import APPLICATION_NAME, redact
 from runner.db.connect import connect as pg_connect
 from runner.errors import DatabaseError, UsageError
 from runner.snapshot import duck
-from runner.snapshot.columns import Column, duck_cast, read_columns
-from runner.snapshot.duck import LABELS, METADATA_TABLES, SNAPSHOTS_TABLE, TABLES, Label, qi, ql
+from runner.snapshot.columns import Column, read_columns
+from runner.snapshot.duck import LABELS, METADATA_TABLES, TABLES, Label
 
 log = logging.getLogger(__name__)
 
 Method = Literal["scanner", "copy"]
 METHODS: tuple[Method, ...] = ("scanner", "copy")
 PG_ALIAS = "hera_pg"
-
-_SNAPSHOT_SQL = ("SELECT pg_current_snapshot()::text AS pg_snapshot, "
-                 "pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS pg_xmin, "
-                 "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS taken_at, "
-                 "current_setting('server_version') AS server_version")
 
 # Derived jsonb texts: (DuckDB column, PostgreSQL expression over `metadata`).
 _STRIP = {
@@ -115,20 +112,21 @@ def take_snapshot(dsn: str, org_ids: Sequence[str | uuid.UUID], duckdb_path: Pat
     t0 = time.monotonic()
     with pg_connect(dsn, autocommit=True) as conn:
         columns = {table: read_columns(conn, table) for table in TABLES}
-    queries = {table: _select(table, columns[table], orgs) for table in TABLES}
-    queries["derived"] = _derived_select(orgs)
+        queries = pg_queries(columns, orgs, copy=method == "copy")
+        # postgres_query takes a query text: psycopg writes the bound org ids into it, as it does for a COPY
+        texts = {name: _inline(conn, stmt) for name, stmt in queries.items()} if method == "scanner" else {}
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     con = duck.connect(duckdb_path)
     attached = False
     try:
-        _create_snapshots_table(con)
+        _run(con, render_duck("snapshot/catalog_create"))
         if method == "scanner":
             _attach(con, dsn)
             attached = True
         con.execute("BEGIN")
         try:
             if method == "scanner":
-                row, phases = _via_scanner(con, columns, queries, label, on_pg_snapshot)
+                row, phases = _via_scanner(con, columns, texts, label, on_pg_snapshot)
             else:
                 row, phases = _via_copy(con, dsn, columns, queries, label, duckdb_path, on_pg_snapshot)
             info = SnapshotInfo(label=label, method=method, org_ids=orgs, rows=_counts(con, label),
@@ -141,10 +139,27 @@ def take_snapshot(dsn: str, org_ids: Sequence[str | uuid.UUID], duckdb_path: Pat
             raise
     finally:
         if attached:
-            con.execute(f"DETACH {PG_ALIAS}")
+            _run(con, render_duck("snapshot/detach", alias=PG_ALIAS))
         con.close()
     log.info("snapshot %s: %s rows in %.2fs via %s", label, f"{info.rows_total:,}", info.seconds, method)
     return info
+
+
+def pg_queries(columns: dict[str, list[Column]], orgs: list[str], *, copy: bool) -> dict[str, Statement]:
+    """The PostgreSQL reads of a snapshot: per table its rows, plus the derived jsonb texts ("derived")."""
+    out = {table: render("snapshot/pg_rows", table=table, columns=columns[table], org_ids=orgs, copy=copy)
+           for table in TABLES}
+    out["derived"] = render("snapshot/pg_derived", tables=METADATA_TABLES, strip=_STRIP, marks=_MARK_KEYS,
+                            org_ids=orgs, copy=copy)
+    return out
+
+
+def _inline(conn: psycopg.Connection[Any], stmt: Statement) -> str:
+    return psycopg.ClientCursor(conn).mogrify(stmt.text, stmt.params)
+
+
+def _run(con: duckdb.DuckDBPyConnection, stmt: Statement) -> duckdb.DuckDBPyConnection:
+    return con.execute(stmt.text, stmt.params or None)
 
 
 def _org_ids(org_ids: Sequence[str | uuid.UUID]) -> list[str]:
@@ -156,35 +171,13 @@ def _org_ids(org_ids: Sequence[str | uuid.UUID]) -> list[str]:
         raise UsageError(f"not an organization id (uuid): {exc}") from exc
 
 
-def _org_filter(table: str, orgs: list[str]) -> str:
-    key = "id" if table == "core_organizations" else "organization_id"
-    return f"{qi(key)} = ANY(ARRAY[{', '.join(ql(o) for o in orgs)}]::uuid[])"
-
-
-def _select(table: str, cols: list[Column], orgs: list[str]) -> str:
-    exprs = ", ".join(f"{c.pg_expr} AS {qi(c.name)}" for c in cols)
-    return f"SELECT {exprs} FROM public.{qi(table)} WHERE {_org_filter(table, orgs)}"  # noqa: S608
-
-
-def _derived_select(orgs: list[str]) -> str:
-    parts = []
-    marks = ", ".join(ql(k) for k in _MARK_KEYS)
-    for table in METADATA_TABLES:
-        exprs = [f"(metadata {' '.join('- ' + ql(k) for k in keys)})::text AS {name}" for name, keys in _STRIP.items()]
-        exprs.append(f"(metadata #> {ql('{' + contract.META_MIGRATION + ',pre,metadata}')})::text AS pre_metadata")
-        parts.append(f"SELECT {ql(table)} AS table_name, id, {', '.join(exprs)} FROM public.{qi(table)} "  # noqa: S608
-                     f"WHERE {_org_filter(table, orgs)} AND jsonb_typeof(metadata) = 'object' "
-                     f"AND metadata ?| ARRAY[{marks}]")
-    return " UNION ALL ".join(parts)
-
-
 def _attach(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
     duck.load_postgres_scanner(con)
     params = conninfo.conninfo_to_dict(dsn)
     params.setdefault("application_name", f"{APPLICATION_NAME}-snapshot")
     try:
-        con.execute(f"ATTACH {ql(conninfo.make_conninfo(**params))} AS {PG_ALIAS} "  # type: ignore[arg-type]
-                    "(TYPE postgres, READ_ONLY)")
+        _run(con, render_duck("snapshot/attach", conninfo=conninfo.make_conninfo(**params),  # type: ignore[arg-type]
+                              alias=PG_ALIAS))
     except duckdb.Error as exc:
         raise DatabaseError(f"DuckDB cannot attach PostgreSQL ({redact(dsn)}): {exc}") from exc
 
@@ -193,90 +186,72 @@ def _via_scanner(con: duckdb.DuckDBPyConnection, columns: dict[str, list[Column]
                  label: str, on_pg_snapshot: Callable[[], None] | None) -> tuple[tuple[Any, ...], dict[str, float]]:
     """Inside the caller's DuckDB transaction: every postgres_query runs in the same PostgreSQL transaction."""
     phases: dict[str, float] = {}
-    row = con.execute(f"SELECT * FROM postgres_query({ql(PG_ALIAS)}, {ql(_SNAPSHOT_SQL)})").fetchone()  # noqa: S608
+    fixed = render_duck("snapshot/scanner_query", alias=PG_ALIAS, query=render("snapshot/pg_snapshot").text)
+    row = _run(con, fixed).fetchone()
     if row is None:
         raise DatabaseError("PostgreSQL returned no snapshot")
     if on_pg_snapshot is not None:
         on_pg_snapshot()
-    for table in (*TABLES, "derived"):
+    for name, query in queries.items():
         t1 = time.monotonic()
-        # Identifiers pass through qi(), literals through ql(), org ids were parsed as UUIDs.
-        con.execute(f"CREATE OR REPLACE TABLE {_target(label, table)} AS SELECT {_casts(columns, table)} "  # noqa: S608
-                    f"FROM postgres_query({ql(PG_ALIAS)}, {ql(queries[table])})")
-        phases[table] = time.monotonic() - t1
+        _run(con, load_statement(columns, label, name, alias=PG_ALIAS, query=query, csv=None))
+        phases[name] = time.monotonic() - t1
     return row, phases
 
 
-def _via_copy(con: duckdb.DuckDBPyConnection, dsn: str, columns: dict[str, list[Column]], queries: dict[str, str],
-              label: str, duckdb_path: Path,
+def _via_copy(con: duckdb.DuckDBPyConnection, dsn: str, columns: dict[str, list[Column]],
+              queries: dict[str, Statement], label: str, duckdb_path: Path,
               on_pg_snapshot: Callable[[], None] | None) -> tuple[tuple[Any, ...], dict[str, float]]:
     """COPY every table to CSV in one PostgreSQL transaction, then load the files in the caller's DuckDB one."""
     phases: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=duckdb_path.parent) as tmp:
         files = {name: Path(tmp) / f"{name}.csv" for name in queries}
         with pg_connect(dsn, autocommit=True) as conn:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            conn.execute("SET LOCAL TimeZone = 'UTC'")
-            conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-            row = conn.execute(_SNAPSHOT_SQL).fetchone()
+            conn.execute(render("snapshot/pg_copy_session").text)
+            row = conn.execute(render("snapshot/pg_snapshot").text).fetchone()
             if row is None:
                 raise DatabaseError("PostgreSQL returned no snapshot")
             if on_pg_snapshot is not None:
                 on_pg_snapshot()
             with conn.cursor() as cur:
-                for name, query in queries.items():
+                for name, stmt in queries.items():
                     t1 = time.monotonic()
-                    with files[name].open("wb") as out, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy:
+                    with files[name].open("wb") as out, cur.copy(stmt.text, stmt.params) as copy:
                         for chunk in copy:
                             out.write(chunk)
                     phases[f"copy {name}"] = time.monotonic() - t1
             conn.execute("COMMIT")
         for name in queries:
             t1 = time.monotonic()
-            con.execute(f"CREATE OR REPLACE TABLE {_target(label, name)} AS SELECT {_casts(columns, name)} "  # noqa: S608
-                        f"FROM {_read_csv(files[name], _transport(columns, name))}")
+            _run(con, load_statement(columns, label, name, alias=None, query=None, csv=str(files[name])))
             phases[f"load {name}"] = time.monotonic() - t1
     return tuple(row), phases
 
 
-def _target(label: str, name: str) -> str:
-    return qi(duck.derived_table(label) if name == "derived" else duck.snapshot_table(label, name))
-
-
-def _transport(columns: dict[str, list[Column]], name: str) -> dict[str, str]:
+def load_statement(columns: dict[str, list[Column]], label: str, name: str, *, alias: str | None, query: str | None,
+          csv: str | None) -> Statement:
+    """The DuckDB statement that creates snapshot table `name` from PostgreSQL rows (scanner) or a CSV (copy)."""
     if name == "derived":
-        return {"table_name": "VARCHAR", "id": "UUID", **dict.fromkeys(DERIVED_COLUMNS, "VARCHAR")}
-    return {c.name: c.transport_type for c in columns[name]}
-
-
-def _casts(columns: dict[str, list[Column]], name: str) -> str:
-    if name == "derived":
-        return "table_name, id, " + ", ".join(f"CAST({c} AS JSON) AS {c}" for c in DERIVED_COLUMNS)
-    return ", ".join(f"{duck_cast(c, qi(c.name))} AS {qi(c.name)}" for c in columns[name])
-
-
-def _read_csv(path: Path, spec: dict[str, str]) -> str:
-    columns = "{" + ", ".join(f"{ql(name)}: {ql(typ)}" for name, typ in spec.items()) + "}"
-    return (f"read_csv({ql(str(path))}, columns = {columns}, header = false, auto_detect = false, delim = ',', "
-            "quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, new_line = '\\n')")
+        target = duck.derived_table(label)
+        cols = [("table_name", "VARCHAR", "VARCHAR"), ("id", "UUID", "UUID")]
+        cols += [(c, "JSON", "VARCHAR") for c in DERIVED_COLUMNS]
+    else:
+        target = duck.snapshot_table(label, name)
+        cols = [(c.name, c.duck_type, c.transport_type) for c in columns[name]]
+    return render_duck("snapshot/load", target=target, columns=cols, alias=alias, query=query, csv=csv,
+                       transport_types={n: t for n, _, t in cols})
 
 
 def _counts(con: duckdb.DuckDBPyConnection, label: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for table in TABLES:
-        row = con.execute(f"SELECT count(*) FROM {qi(duck.snapshot_table(label, table))}").fetchone()  # noqa: S608
+        row = _run(con, render_duck("snapshot/count", table=duck.snapshot_table(label, table))).fetchone()
         counts[table] = int(row[0]) if row else 0
     return counts
 
 
-def _create_snapshots_table(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"""CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} (
-                        label VARCHAR PRIMARY KEY, taken_at TIMESTAMPTZ, org_ids UUID[], pg_snapshot VARCHAR,
-                        pg_xmin BIGINT, server_version VARCHAR, method VARCHAR, row_counts JSON, seconds DOUBLE)""")
-
-
 def _record(con: duckdb.DuckDBPyConnection, info: SnapshotInfo) -> None:
-    con.execute(f"DELETE FROM {SNAPSHOTS_TABLE} WHERE label = ?", [info.label])  # noqa: S608
-    con.execute(f"INSERT INTO {SNAPSHOTS_TABLE} VALUES (?, CAST(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                [info.label, info.taken_at, info.org_ids, info.pg_snapshot, info.pg_xmin, info.server_version,
-                 info.method, json.dumps(info.rows), round(info.seconds, 3)])
+    _run(con, render_duck("snapshot/catalog_record", label=info.label, taken_at=info.taken_at,
+                          org_ids=info.org_ids, pg_snapshot=info.pg_snapshot, pg_xmin=info.pg_xmin,
+                          server_version=info.server_version, method=info.method, row_counts=json.dumps(info.rows),
+                          seconds=round(info.seconds, 3)))

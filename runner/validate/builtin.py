@@ -16,8 +16,10 @@ from runner import contract
 from runner.compile import Statement, render
 from runner.compile.jsonx import dumps
 from runner.compile.params import override_params, run_guard, scope_params
+from runner.snapshot.rules import review_columns
 from runner.spec import codes
 from runner.spec.model import BUILTIN_LEVELS, CheckDef, Spec, Transform
+from runner.validate import snapshot
 from runner.validate.execute import BUILTIN_TIMEOUT_SECONDS, settings_statement
 
 QUARANTINE_PREFIX = "quarantine:"  # the engine's journal field prefix (runner.engine.context.QUARANTINE_PREFIX)
@@ -233,6 +235,12 @@ def review_statements(spec: Spec) -> list[Statement]:
     for check_id in ORDER:
         check = builtin.get(check_id) or _default_check(spec, check_id)
         out.append(statement(check, spec, REVIEW_RUN_ID, resolved, org_id=org, org_ids=orgs))
+        if check_id == "trial_balance_unchanged":  # its snapshot form, when the run took snapshots
+            tb = params_for(check, spec, resolved)
+            out.append(snapshot.trial_balance_statement(REVIEW_RUN_ID, orgs, tb["tolerance"], tb["by_currency"]))
+        elif check_id == "alias_only_metadata":
+            columns = [name for name, _ in review_columns()["universal_transactions"]]
+            out.append(snapshot.alias_statement(REVIEW_RUN_ID, orgs, columns))
     return out
 
 

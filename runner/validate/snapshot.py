@@ -11,9 +11,9 @@ to the snapshot layer's expected-effect diff.
   version and the case of the smart code's `.v<n>` suffix (the rules of the diff's class E4); every other column
   and its lines are identical.
 
-The trial balance is computed here rather than with runner.snapshot.ledger.trial_balance_delta_sql on purpose:
-that helper compares whole snapshots, so v1 traffic posting during the run (the load test does) would read as a
-change of the ledger, and it leaves voided headers out, so a concurrent void would too.
+The trial balance is its own template (validate/snapshot_trial_balance) rather than two runs of
+snapshot/trial_balance on purpose: that one sums whole snapshots, so v1 traffic posting during the run (the load
+test does) would read as a change of the ledger, and it leaves voided headers out, so a concurrent void would too.
 """
 
 from __future__ import annotations
@@ -24,19 +24,13 @@ from typing import Any
 
 import duckdb
 
-from runner import contract
+from runner.compile import Statement, render_duck
 from runner.snapshot import duck
 from runner.snapshot.diff import DiffResult, diff
 from runner.validate.effects import DiffFailure
 
 Row = tuple[str, str, str]
 ALIAS_FREE_COLUMNS = frozenset({"metadata", "updated_at", "updated_by", "version", "smart_code"})
-_CANON = r"regexp_replace(upper({x}), '\.V([0-9]+)$', '.v\1')"
-_RUN = f"$.{contract.META_MIGRATION}.run_id"
-_ROLE = f"$.{contract.META_MIGRATION}.role"
-_ORIGINAL = f"$.{contract.META_MIGRATION}.original_txn_id"
-_REVERSAL_OF = "$.reversal_of"
-_SIDE = "$.side"
 
 
 def labels(path: Path | None) -> set[str]:
@@ -48,7 +42,7 @@ def labels(path: Path | None) -> set[str]:
     except Exception:  # unreadable: no snapshot, the PostgreSQL forms take over
         return set()
     try:
-        rows = con.execute(f"SELECT DISTINCT label FROM {duck.qi(duck.SNAPSHOTS_TABLE)}").fetchall()  # noqa: S608
+        rows = con.execute(render_duck("snapshot/catalog_labels").text).fetchall()
         return {str(r[0]) for r in rows}
     except duckdb.Error:
         return set()
@@ -56,50 +50,23 @@ def labels(path: Path | None) -> set[str]:
         con.close()
 
 
-def _t(label: str, table: str) -> str:
-    return duck.qi(duck.snapshot_table(label, table))
+def trial_balance_statement(run_id: str, org_ids: list[str], tolerance: Decimal, by_currency: bool) -> Statement:
+    return render_duck("validate/snapshot_trial_balance", run_id=run_id, org_ids=org_ids, tolerance=str(tolerance),
+                       by_currency=by_currency)
+
+
+def alias_statement(run_id: str, org_ids: list[str], columns: list[str]) -> Statement:
+    """`columns`: the header columns of the snapshot; all but ALIAS_FREE_COLUMNS are compared."""
+    return render_duck("validate/snapshot_alias", run_id=run_id, org_ids=org_ids,
+                       compared=[c for c in columns if c not in ALIAS_FREE_COLUMNS])
 
 
 def trial_balance_rows(path: Path, run_id: str, org_ids: list[str], tolerance: Decimal,
                        by_currency: bool) -> list[Row]:
-    currency = ("CASE WHEN ? THEN coalesce(h.transaction_currency_code, h.base_currency_code, '') ELSE '*' END")
-    signed = ("CASE WHEN upper(json_extract_string(l.line_data, ?)) = 'CR' THEN -l.line_amount "
-              "ELSE l.line_amount END")
-    query = f"""
-        WITH run_originals AS (
-            SELECT CAST(h.id AS VARCHAR) AS id FROM {_t('after', 'universal_transactions')} AS h
-             WHERE json_extract_string(h.metadata, ?) = ? AND json_extract_string(h.metadata, ?) = ?),
-        after_headers AS (
-            SELECT h.* FROM {_t('after', 'universal_transactions')} AS h
-             WHERE h.id IN (SELECT b.id FROM {_t('before', 'universal_transactions')} AS b)
-                OR (json_extract_string(h.metadata, ?) = ? AND json_extract_string(h.metadata, ?) = ?)
-                OR json_extract_string(h.metadata, ?) IN (SELECT id FROM run_originals)),
-        tb_before AS (
-            SELECT CAST(h.organization_id AS VARCHAR) AS org, CAST(l.entity_id AS VARCHAR) AS account,
-                   {currency} AS currency, sum({signed}) AS balance
-              FROM {_t('before', 'universal_transaction_lines')} AS l
-              JOIN {_t('before', 'universal_transactions')} AS h ON h.id = l.transaction_id
-             WHERE regexp_matches(l.smart_code, '\\.GL\\.') AND list_contains(?, CAST(h.organization_id AS VARCHAR))
-             GROUP BY ALL),
-        tb_after AS (
-            SELECT CAST(h.organization_id AS VARCHAR) AS org, CAST(l.entity_id AS VARCHAR) AS account,
-                   {currency} AS currency, sum({signed}) AS balance
-              FROM {_t('after', 'universal_transaction_lines')} AS l
-              JOIN after_headers AS h ON h.id = l.transaction_id
-             WHERE regexp_matches(l.smart_code, '\\.GL\\.') AND list_contains(?, CAST(h.organization_id AS VARCHAR))
-             GROUP BY ALL)
-        SELECT coalesce(a.org, b.org), coalesce(a.account, b.account), coalesce(a.currency, b.currency),
-               coalesce(b.balance, 0), coalesce(a.balance, 0)
-          FROM tb_after AS a
-          FULL JOIN tb_before AS b ON a.org = b.org AND a.account IS NOT DISTINCT FROM b.account
-                                  AND a.currency = b.currency
-         WHERE abs(coalesce(a.balance, 0) - coalesce(b.balance, 0)) > CAST(? AS DECIMAL(38, 10))
-         ORDER BY 1, 2, 3"""  # noqa: S608 - identifiers are quoted constants; every value is a parameter
-    params: list[Any] = [_RUN, run_id, _ROLE, contract.ROLE_ORIGINAL, _RUN, run_id, _ROLE, contract.ROLE_REPOST,
-                         _REVERSAL_OF, by_currency, _SIDE, org_ids, by_currency, _SIDE, org_ids, str(tolerance)]
+    stmt = trial_balance_statement(run_id, org_ids, tolerance, by_currency)
     con = duck.connect(path, read_only=True)
     try:
-        rows = con.execute(query, params).fetchall()
+        rows = con.execute(stmt.text, stmt.params).fetchall()
     finally:
         con.close()
     out = []
@@ -119,41 +86,10 @@ def _n(value: Any) -> str:
 def alias_rows(path: Path, run_id: str, org_ids: list[str]) -> list[Row]:
     con = duck.connect(path, read_only=True)
     try:
-        cols = [r[0] for r in con.execute(f"DESCRIBE {_t('before', 'universal_transactions')}").fetchall()]
-        compared = [c for c in cols if c not in ALIAS_FREE_COLUMNS]
-        diffs = ", ".join(f"CASE WHEN b.{duck.qi(c)} IS DISTINCT FROM a.{duck.qi(c)} THEN {duck.ql(c)} END"
-                          for c in compared)
-        code_a, code_b = _CANON.format(x="a.smart_code"), _CANON.format(x="b.smart_code")
-        query = f"""
-            WITH aliases AS (
-                SELECT a.* FROM {_t('after', 'universal_transactions')} AS a
-                 WHERE json_extract_string(a.metadata, ?) = ? AND json_extract_string(a.metadata, ?) = ?
-                   AND list_contains(?, CAST(a.organization_id AS VARCHAR))),
-            line_changes AS (
-                SELECT transaction_id FROM (
-                    (SELECT * FROM {_t('before', 'universal_transaction_lines')}
-                      WHERE transaction_id IN (SELECT id FROM aliases)
-                     EXCEPT ALL
-                     SELECT * FROM {_t('after', 'universal_transaction_lines')}
-                      WHERE transaction_id IN (SELECT id FROM aliases))
-                    UNION ALL
-                    (SELECT * FROM {_t('after', 'universal_transaction_lines')}
-                      WHERE transaction_id IN (SELECT id FROM aliases)
-                     EXCEPT ALL
-                     SELECT * FROM {_t('before', 'universal_transaction_lines')}
-                      WHERE transaction_id IN (SELECT id FROM aliases))) AS x
-                 GROUP BY transaction_id)
-            SELECT CAST(a.organization_id AS VARCHAR), CAST(a.id AS VARCHAR), a.transaction_code,
-                   concat_ws(', ', {diffs}) AS columns,
-                   {code_a} IS DISTINCT FROM {code_b} AS code_changed,
-                   CAST(d.base_alias AS VARCHAR) IS DISTINCT FROM CAST(b.metadata AS VARCHAR) AS metadata_changed,
-                   a.id IN (SELECT transaction_id FROM line_changes) AS lines_changed
-              FROM aliases AS a
-              JOIN {_t('before', 'universal_transactions')} AS b ON b.id = a.id
-              LEFT JOIN {duck.qi(duck.derived_table('after'))} AS d
-                ON d.table_name = 'universal_transactions' AND d.id = a.id
-             ORDER BY 2"""  # noqa: S608 - identifiers come from DuckDB's catalog, quoted; values are parameters
-        rows = con.execute(query, [_RUN, run_id, _ROLE, contract.ROLE_ALIAS, org_ids]).fetchall()
+        described = render_duck("diff/columns", table=duck.snapshot_table("before", "universal_transactions"))
+        cols = [r[0] for r in con.execute(described.text, described.params).fetchall()]
+        stmt = alias_statement(run_id, org_ids, cols)
+        rows = con.execute(stmt.text, stmt.params).fetchall()
     finally:
         con.close()
     out = []

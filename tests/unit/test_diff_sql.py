@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import duckdb
 
-from runner.snapshot import rules
+from runner.compile import render_duck
 from runner.snapshot.diff import CLASSES, DiffResult, DiffSample
 from runner.snapshot.duck import TABLES
 
 
 def test_smart_code_suffix_normalisation() -> None:
     con = duckdb.connect()
-    for statement in rules.macros():
-        con.execute(statement)
+    con.execute(render_duck("diff/macros").text)
     got = con.execute("""SELECT sc_norm('HERA.FIN.GL.TXN.JOURNAL.V12'), sc_norm('HERA.FIN.GL.TXN.JOURNAL.v12'),
                                 sc_norm('HERA.FIN.V1.TXN.JOURNAL.V1'), sc_norm('hera.fin.gl.txn.x.v1'),
                                 sc_norm('HERA.FIN.GL.TXN.JOURNALV1')""").fetchone()
