@@ -1,7 +1,8 @@
-"""`hera-migrate compile`: every statement a spec compiles to, for review, with its bound parameters.
+"""`hera-migrate compile`: every statement a spec compiles to, for review, with its bound parameters, then the
+statements the harness runs whatever the spec (snapshots and diff, fixture generation, the v1 load).
 
-It sits above every stage (it asks plan, the engine and the validation for their statements), so the compiler
-itself (runner/compile) stays the lowest layer and imports none of them.
+It sits above every stage (it asks plan, the engine, the snapshot layer, the validation, the generator and the load
+for their statements), so the compiler itself (runner/compile) stays the lowest layer and imports none of them.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from pathlib import Path
 from runner import dbcheck, engine, plan, validate
 from runner.compile import Statement
 from runner.compile.params import Mappings
+from runner.load import v1
 from runner.snapshot import review as snapshot_review
 from runner.spec.model import Spec
+from runner.synth import review as synth_review
 
 
 def compile_spec(spec: Spec) -> list[Statement]:
     """Every statement the spec compiles to, for review: tier-1 plan, the engine's run/rollback families, the
-    snapshots and their diff (DuckDB), then the validation's checks.
+    snapshots and their diff (DuckDB), the validation's checks, then the generator's and the v1 load's.
 
     Without a database the organisations are the spec's `include` list and only exact (`from`) mappings are
     resolved; `plan` and `run` resolve wildcard and regex mappings against the codes really present. The SQL text
@@ -30,16 +33,19 @@ def compile_spec(spec: Spec) -> list[Statement]:
     statements += snapshot_review.review_statements(spec)
     statements += validate.review_statements(spec)
     statements += dbcheck.review_statements(spec)
+    statements += synth_review.review_statements()
+    statements += v1.review_statements()
     return statements
 
 
 def write_review(statements: list[Statement], out: Path, spec: Spec) -> list[Path]:
-    """One `NN-family-name.sql` per statement (SQL, then its parameters as comments) plus `manifest.json`."""
+    """One `NNN-family-name.sql` per statement (SQL, then its parameters as comments) plus `manifest.json`."""
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     manifest = []
+    width = max(2, len(str(len(statements))))  # names sort in execution order
     for i, stmt in enumerate(statements, start=1):
-        path = out / f"{i:02d}-{stmt.name.replace('/', '-')}.sql"
+        path = out / f"{i:0{width}d}-{stmt.name.replace('/', '-')}.sql"
         path.write_text(stmt.review_text(), encoding="utf-8")
         written.append(path)
         manifest.append({"file": path.name, "template": stmt.name, "parameters": sorted(stmt.params)})

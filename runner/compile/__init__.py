@@ -13,6 +13,6 @@ Import direction (ARCHITECTURE.md): spec → compile → plan | engine | snapsho
 
 from __future__ import annotations
 
-from runner.compile.templates import Statement, render, render_duck, template_names
+from runner.compile.templates import Param, Statement, placeholders, render, render_duck, template_names
 
-__all__ = ["Statement", "render", "render_duck", "template_names"]
+__all__ = ["Param", "Statement", "placeholders", "render", "render_duck", "template_names"]

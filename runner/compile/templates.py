@@ -52,6 +52,19 @@ class Statement:
         return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Param:
+    """A named placeholder for a statement rendered once and run many times (the load's v1 calls): `bind(Param(
+    "org"))` writes `%(org)s` and binds nothing; the caller supplies `org` with each execution."""
+
+    name: str
+
+
+def placeholders(*names: str) -> dict[str, Param]:
+    """`render(name, **placeholders("org", "txn"))`: every value of a run-many statement as a named placeholder."""
+    return {n: Param(n) for n in names}
+
+
 class _Binder:
     def __init__(self, placeholder: str) -> None:
         self.params: dict[str, Any] = {}
@@ -60,6 +73,8 @@ class _Binder:
     def __call__(self, value: Any) -> str:
         if isinstance(value, Undefined):  # StrictUndefined does not trip when merely passed to a function
             value._fail_with_undefined_error()
+        if isinstance(value, Param):
+            return self.placeholder.format(value.name)
         name = f"p{len(self.params) + 1}"
         self.params[name] = list(value) if isinstance(value, tuple) else value
         return self.placeholder.format(name)

@@ -19,10 +19,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from runner.compile import Statement, placeholders, render
 
 LOAD_ACTOR_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:hera-migration-harness:v1-load-actor"))
 SALE_CODE = "HERA.SALON.POS.TXN.SALE.v1"
@@ -35,16 +38,39 @@ SALE_ACCOUNTS = {"CASH": "1100", "REVENUE": "4100", "PRODUCT_REV": "4200", "VAT"
 EMIT, READ, LIST, TRIAL_BALANCE, REVERSE_VOID = "emit_sale", "read_txn", "list_recent", "trial_balance", "reverse_void"
 TASKS = (EMIT, READ, LIST, TRIAL_BALANCE, REVERSE_VOID)
 
-TRIAL_BALANCE_SQL = """
-SELECT l.entity_id, h.transaction_currency_code, sum(l.debit_amount) AS debit, sum(l.credit_amount) AS credit
-  FROM universal_transactions h
-  JOIN v_universal_transaction_lines_drcr l ON l.organization_id = h.organization_id AND l.transaction_id = h.id
- WHERE h.organization_id = %(org)s
-   AND h.transaction_date >= %(from)s AND h.transaction_date < %(to)s
-   AND h.transaction_status IS DISTINCT FROM 'voided'
-   AND l.side IS NOT NULL
- GROUP BY 1, 2
- ORDER BY 1, 2"""
+# The v1 calls, rendered once (runner/sql/load) with named placeholders; each call supplies the values.
+CALLS: dict[str, tuple[str, ...]] = {
+    "load/emit_sale": ("org", "code", "txn_code", "customer", "amount", "status", "ref", "context", "meta", "cur",
+                       "lines", "actor"),
+    "load/read": ("org", "txn"), "load/recent": ("org", "filters"),
+    "load/trial_balance": ("org", "date_from", "date_to"), "load/reverse": ("org", "txn", "actor"),
+    "load/void": ("org", "txn", "actor"),
+}
+
+
+@cache
+def call_statement(name: str) -> Statement:
+    return render(name, **placeholders(*CALLS[name]))
+
+
+def review_statements() -> list[Statement]:
+    """`compile --out`: the load's statements (the v1 calls with their named placeholders; the setup reads with
+    sample inputs)."""
+    org = "00000000-0000-4000-8000-000000000001"
+    return [render("load/busiest_org"), render("load/account", org_id=org, code=SALE_ACCOUNTS["CASH"]),
+            render("load/entities", org_id=org, entity_type="customer"),
+            render("load/ledger_span", org_id=org, load_actor=LOAD_ACTOR_ID),
+            render("load/transaction_count", org_id=org), render("load/read_sample", org_id=org, step=10, limit=2000),
+            *(call_statement(name) for name in CALLS)]
+
+
+def _call(conn: psycopg.Connection[Any], name: str, **values: Any) -> psycopg.Cursor[Any]:
+    return conn.execute(call_statement(name).text, values)
+
+
+def _query(conn: psycopg.Connection[Any], name: str, **context: Any) -> list[tuple[Any, ...]]:
+    stmt = render(name, **context)
+    return conn.execute(stmt.text, stmt.params).fetchall()
 
 
 class AppError(Exception):
@@ -67,8 +93,8 @@ class OrgContext:
 
 def pick_org(conn: psycopg.Connection[Any]) -> str:
     """The organisation with the most transactions (the one a single-org run migrates)."""
-    row = conn.execute("SELECT organization_id FROM universal_transactions GROUP BY 1 ORDER BY count(*) DESC, 1 "
-                       "LIMIT 1").fetchone()
+    rows = _query(conn, "load/busiest_org")
+    row = rows[0] if rows else None
     if row is None:
         raise LookupError("no organisation with transactions: generate one first (hera-migrate fixtures SIZE)")
     return str(row[0])
@@ -77,33 +103,20 @@ def pick_org(conn: psycopg.Connection[Any]) -> str:
 def load_context(conn: psycopg.Connection[Any], org_id: str, *, read_sample: int = 2000,
                  seed: int = 0) -> OrgContext:
     accounts = {role: str(r[0]) for role, code in SALE_ACCOUNTS.items()
-                for r in conn.execute("SELECT id FROM core_entities WHERE organization_id = %s "
-                                      "AND lower(entity_type) = 'gl_account' AND entity_code = %s LIMIT 1",
-                                      (org_id, code)).fetchall()}
+                for r in _query(conn, "load/account", org_id=org_id, code=code)}
     missing = sorted(set(SALE_ACCOUNTS) - set(accounts))
     if missing:
         raise LookupError(f"organisation {org_id} has no GL account for {', '.join(missing)} "
                           f"(codes {', '.join(SALE_ACCOUNTS[m] for m in missing)})")
 
     def ids(entity_type: str) -> list[str]:
-        return [str(r[0]) for r in conn.execute(
-            "SELECT id FROM core_entities WHERE organization_id = %s AND lower(entity_type) = %s ORDER BY id "
-            "LIMIT 500", (org_id, entity_type)).fetchall()]
+        return [str(r[0]) for r in _query(conn, "load/entities", org_id=org_id, entity_type=entity_type)]
 
-    # The ledger's own dates: rows an earlier load wrote (dated when it ran) would stretch the windows below.
-    row = conn.execute("SELECT min(transaction_date), max(transaction_date), mode() WITHIN GROUP "
-                       "(ORDER BY base_currency_code) FROM universal_transactions WHERE organization_id = %s "
-                       "AND created_by IS DISTINCT FROM %s", (org_id, LOAD_ACTOR_ID)).fetchone()
-    assert row is not None
-    first, last, currency = row
+    first, last, currency = _query(conn, "load/ledger_span", org_id=org_id, load_actor=LOAD_ACTOR_ID)[0]
     now = datetime.now().astimezone()
-    # Deterministic sample of existing headers to read: every k-th id in id order.
-    total = conn.execute("SELECT count(*) FROM universal_transactions WHERE organization_id = %s",
-                         (org_id,)).fetchone()
-    step = max(1, int(total[0] if total else 0) // max(read_sample, 1))
-    read_ids = [str(r[0]) for r in conn.execute(
-        "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM universal_transactions "
-        "WHERE organization_id = %s) x WHERE n %% %s = 0 LIMIT %s", (org_id, step, read_sample)).fetchall()]
+    total = _query(conn, "load/transaction_count", org_id=org_id)[0][0]
+    step = max(1, int(total or 0) // max(read_sample, 1))
+    read_ids = [str(r[0]) for r in _query(conn, "load/read_sample", org_id=org_id, step=step, limit=read_sample)]
     random.Random(seed).shuffle(read_ids)
     return OrgContext(organization_id=org_id, accounts=accounts, customers=ids("customer"), products=ids("product"),
                       base_currency=str(currency or "USD").strip(), read_ids=read_ids,
@@ -147,20 +160,14 @@ class V1Client:
         for n, line in enumerate(lines, start=1):
             line["line_number"] = n
         amount = Decimal(gross) / 100
-        row = conn.execute(
-            "SELECT hera_txn_emit_v1(p_organization_id => %(org)s, p_transaction_type => 'SALE', "
-            "p_smart_code => %(code)s, p_transaction_code => %(txn_code)s, p_transaction_date => now(), "
-            "p_source_entity_id => %(customer)s, p_total_amount => %(amount)s, p_transaction_status => %(status)s, "
-            "p_reference_number => %(ref)s, p_business_context => %(context)s, p_metadata => %(meta)s, "
-            "p_transaction_currency_code => %(cur)s, p_base_currency_code => %(cur)s, p_lines => %(lines)s, "
-            "p_actor_user_id => %(actor)s)",
-            {"org": c.organization_id, "code": SALE_CODE, "txn_code": f"LOAD-{self.tag}-{self.serial:07d}",
-             "customer": rng.choice(c.customers) if c.customers else None, "amount": amount,
-             "status": self.emit_status, "ref": f"LOAD-REF-{self.serial:07d}",
-             "context": Jsonb({"channel": "pos_sale", "source": "hera-migrate load"}),
-             "meta": Jsonb({"finance_dna_version": "v1", "gl_balanced": True, "total_dr": str(amount),
-                            "total_cr": str(amount), "source": "hera-migrate load"}),
-             "cur": c.base_currency, "lines": Jsonb(lines, dumps=json.dumps), "actor": LOAD_ACTOR_ID}).fetchone()
+        row = _call(
+            conn, "load/emit_sale", org=c.organization_id, code=SALE_CODE,
+            txn_code=f"LOAD-{self.tag}-{self.serial:07d}", customer=rng.choice(c.customers) if c.customers else None,
+            amount=amount, status=self.emit_status, ref=f"LOAD-REF-{self.serial:07d}",
+            context=Jsonb({"channel": "pos_sale", "source": "hera-migrate load"}),
+            meta=Jsonb({"finance_dna_version": "v1", "gl_balanced": True, "total_dr": str(amount),
+                        "total_cr": str(amount), "source": "hera-migrate load"}),
+            cur=c.base_currency, lines=Jsonb(lines, dumps=json.dumps), actor=LOAD_ACTOR_ID).fetchone()
         assert row is not None
         txn_id = str(row[0])
         self.own.append(txn_id)
@@ -172,8 +179,7 @@ class V1Client:
                else self.rng.choice(pool) if pool else None)
         if txn is None:
             raise AppError("nothing to read yet")
-        row = conn.execute("SELECT hera_txn_read_v1(p_org_id => %s, p_transaction_id => %s, p_include_lines => true, "
-                           "p_include_deleted => true)", (self.ctx.organization_id, txn)).fetchone()
+        row = _call(conn, "load/read", org=self.ctx.organization_id, txn=txn).fetchone()
         return _ok(row)
 
     def list_recent(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -184,10 +190,9 @@ class V1Client:
         """
         date_to = self.ctx.last_date + timedelta(days=1)
         date_from = date_to - timedelta(days=31)
-        row = conn.execute("SELECT hera_txn_query_v1(p_org_id => %s, p_filters => %s)",
-                           (self.ctx.organization_id, Jsonb({"date_from": date_from.isoformat(),
-                                                             "date_to": date_to.isoformat(), "limit": 20}))
-                           ).fetchone()
+        row = _call(conn, "load/recent", org=self.ctx.organization_id,
+                    filters=Jsonb({"date_from": date_from.isoformat(), "date_to": date_to.isoformat(), "limit": 20})
+                    ).fetchone()
         return _ok(row)
 
     def trial_balance(self, conn: psycopg.Connection[Any]) -> int:
@@ -197,7 +202,7 @@ class V1Client:
         start = c.first_date + timedelta(days=self.rng.randrange(span))
         start = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         end = (start + timedelta(days=32)).replace(day=1)
-        rows = conn.execute(TRIAL_BALANCE_SQL, {"org": c.organization_id, "from": start, "to": end}).fetchall()
+        rows = _call(conn, "load/trial_balance", org=c.organization_id, date_from=start, date_to=end).fetchall()
         return len(rows)
 
     def reverse_or_void(self, conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -206,13 +211,9 @@ class V1Client:
             self.emit_sale(conn)
         txn = self.own.pop(self.rng.randrange(len(self.own)))
         if self.rng.random() < 2 / 3:
-            row = conn.execute("SELECT hera_txn_reverse_v1(p_organization_id => %s, p_transaction_id => %s, "
-                               "p_reversal_date => now(), p_reason => 'Customer refund (load)', "
-                               "p_actor_user_id => %s)", (self.ctx.organization_id, txn, LOAD_ACTOR_ID)).fetchone()
+            row = _call(conn, "load/reverse", org=self.ctx.organization_id, txn=txn, actor=LOAD_ACTOR_ID).fetchone()
         else:
-            row = conn.execute("SELECT hera_txn_void_v1(p_organization_id => %s, p_transaction_id => %s, "
-                               "p_reason => 'Entered in error (load)', p_actor_user_id => %s)",
-                               (self.ctx.organization_id, txn, LOAD_ACTOR_ID)).fetchone()
+            row = _call(conn, "load/void", org=self.ctx.organization_id, txn=txn, actor=LOAD_ACTOR_ID).fetchone()
         return _ok(row)
 
     def call(self, conn: psycopg.Connection[Any], task: str) -> Any:

@@ -13,18 +13,20 @@ from runner.compile import Statement, render_duck
 from runner.snapshot.duck import LABELS, TABLES, connect
 
 
-def differing_statement(table: str, a: str, b: str) -> Statement:
+def differing_statement(table: str, a: str, b: str, exclude_created_by: str | None = None) -> Statement:
     if a not in LABELS or b not in LABELS:  # labels become table names: only the known ones
         raise ValueError(f"unknown snapshot label {a!r} or {b!r}")
-    return render_duck("snapshot/differing_rows", table=table, a=a, b=b)
+    return render_duck("snapshot/differing_rows", table=table, a=a, b=b, exclude_created_by=exclude_created_by)
 
 
-def differing_rows(duckdb_path: Path, a: str = "before", b: str = "rollback") -> dict[str, int]:
-    """Per table: rows of `a` missing from `b` plus rows of `b` missing from `a` (multiset difference)."""
-    statements = {table: differing_statement(table, a, b) for table in TABLES}
+def differing_rows(duckdb_path: Path, a: str = "before", b: str = "rollback", *,
+                   exclude_created_by: str | None = None) -> dict[str, int]:
+    """Per table: rows of `a` missing from `b` plus rows of `b` missing from `a` (multiset difference); rows
+    `exclude_created_by` created are left out (a rehearsal under load: the v1 load's own rows)."""
+    statements = {table: differing_statement(table, a, b, exclude_created_by) for table in TABLES}
     out: dict[str, int] = {}
     with connect(duckdb_path, read_only=True) as con:
         for table, stmt in statements.items():
-            row = con.execute(stmt.text).fetchone()
+            row = con.execute(stmt.text, stmt.params or None).fetchone()
             out[table] = int(row[0]) if row else 0
     return out

@@ -156,9 +156,9 @@ def diff(duckdb_path: Path, run_id: str, actor_id: UUID | str = MIGRATION_ACTOR_
         *work, store = rules.statements(columns)
         for stmt in work:
             _execute(con, stmt)
-        con.execute("BEGIN")
+        con.begin()
         _execute(con, store)
-        con.execute("COMMIT")
+        con.commit()
         result = _summarise(con, str(run_id), str(actor_id), samples)
     finally:
         con.close()

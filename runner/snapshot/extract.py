@@ -123,7 +123,7 @@ def take_snapshot(dsn: str, org_ids: Sequence[str | uuid.UUID], duckdb_path: Pat
         if method == "scanner":
             _attach(con, dsn)
             attached = True
-        con.execute("BEGIN")
+        con.begin()
         try:
             if method == "scanner":
                 row, phases = _via_scanner(con, columns, texts, label, on_pg_snapshot)
@@ -133,9 +133,9 @@ def take_snapshot(dsn: str, org_ids: Sequence[str | uuid.UUID], duckdb_path: Pat
                                 seconds=time.monotonic() - t0, pg_snapshot=row[0], pg_xmin=int(row[1]),
                                 taken_at=row[2], server_version=row[3], phases=phases)
             _record(con, info)
-            con.execute("COMMIT")
+            con.commit()
         except BaseException:
-            con.execute("ROLLBACK")
+            con.rollback()
             raise
     finally:
         if attached:
@@ -220,7 +220,7 @@ def _via_copy(con: duckdb.DuckDBPyConnection, dsn: str, columns: dict[str, list[
                         for chunk in copy:
                             out.write(chunk)
                     phases[f"copy {name}"] = time.monotonic() - t1
-            conn.execute("COMMIT")
+            conn.commit()  # ends the read-only transaction pg_copy_session began
         for name in queries:
             t1 = time.monotonic()
             _run(con, load_statement(columns, label, name, alias=None, query=None, csv=str(files[name])))

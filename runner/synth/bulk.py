@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
+from runner.compile import Statement, render
 from runner.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ PATTERN_CHECKS = ("chk_core_entities_smart_code_pattern", "chk_ut_smart_code_pat
                   "ut_smart_code_ck", "utl_smart_code_ck")
 
 # ALTER TABLE ... ENABLE [REPLICA | ALWAYS] TRIGGER, by pg_trigger.tgenabled.
-_ENABLE = {"O": "ENABLE TRIGGER", "R": "ENABLE REPLICA TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}
+_ENABLE = {"O": "ENABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
 
 
 @dataclass
@@ -56,99 +56,63 @@ class BulkReport:
     dropped_checks: list[tuple[str, str, str]] = field(default_factory=list)  # table, name, definition
 
 
-def _fetch(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
-    return conn.execute(query, (list(SIX),)).fetchall()
+def _run(conn: psycopg.Connection[Any], stmt: Statement) -> psycopg.Cursor[Any]:
+    return conn.execute(stmt.text, stmt.params or None)  # without parameters a % in catalog text stays as it is
 
 
-def _enabled_triggers(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str]]:
-    return [(r[0], r[1], r[2]) for r in _fetch(conn, """
-        SELECT c.relname, t.tgname, t.tgenabled::text
-          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-         WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
-           AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
-         ORDER BY 1, 2""")]
-
-
-def _alter(table: str, action: sql.Composable) -> sql.Composed:
-    return sql.SQL("ALTER TABLE {} ").format(sql.Identifier(table)) + action
+def _rows(conn: psycopg.Connection[Any], name: str, **context: Any) -> list[tuple[Any, ...]]:
+    return _run(conn, render(name, **context)).fetchall()
 
 
 @contextmanager
 def bulk_mode(conn: psycopg.Connection[Any], expected_rows: int) -> Iterator[BulkReport]:
     report = BulkReport()
-    triggers = _enabled_triggers(conn)
+    tables = list(SIX)
+    triggers = [(r[0], r[1], r[2]) for r in _rows(conn, "synth/enabled_triggers", tables=tables)]
     for table, name, _ in triggers:
-        conn.execute(_alter(table, sql.SQL("DISABLE TRIGGER {}").format(sql.Identifier(name))))
+        _run(conn, render("synth/trigger", table=table, trigger=name, action="DISABLE"))
     report.triggers = len(triggers)
-    row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
-                       "WHERE oid = 'public.universal_transaction_lines'::regclass").fetchone()
-    report.bulk = row is not None and row[0] < expected_rows
+    planned = _rows(conn, "synth/planned_rows")
+    report.bulk = bool(planned) and planned[0][0] < expected_rows
     indexes: list[tuple[str, str]] = []
     fks: list[tuple[str, str, str]] = []
     keys: list[tuple[str, str, str]] = []
     if report.bulk:
-        indexes = [(r[0], r[1]) for r in _fetch(conn, """
-            SELECT ic.relname, pg_get_indexdef(i.indexrelid)
-              FROM pg_index i
-              JOIN pg_class c ON c.oid = i.indrelid
-              JOIN pg_class ic ON ic.oid = i.indexrelid
-             WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)""")]
-        fks = [(r[0], r[1], r[2]) for r in _fetch(conn, """
-            SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
-              FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-             WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)""")]
+        indexes = [(r[0], r[1]) for r in _rows(conn, "synth/secondary_indexes", tables=tables)]
+        fks = [(r[0], r[1], r[2]) for r in _rows(conn, "synth/foreign_keys", tables=tables)]
         # Primary and unique keys of random uuids are cheaper to build once than to maintain per row, unless a
         # foreign key we do not drop (one of another table) needs them.
-        candidates = conn.execute("""
-            SELECT c.relname, k.conname, pg_get_constraintdef(k.oid),
-                   EXISTS (SELECT 1 FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.conrelid
-                            WHERE f.contype = 'f' AND f.conindid = k.conindid
-                              AND NOT (fc.relnamespace = 'public'::regnamespace AND fc.relname = ANY(%(six)s)))
-              FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-             WHERE k.contype IN ('p', 'u') AND c.relnamespace = 'public'::regnamespace
-               AND c.relname = ANY(%(six)s)""", {"six": list(SIX)}).fetchall()
+        candidates = _rows(conn, "synth/keys", tables=tables)
         keys = [(r[0], r[1], r[2]) for r in candidates if not r[3]]
         report.kept_keys = sorted(r[1] for r in candidates if r[3])
-        report.dropped_checks = [(r[0], r[1], r[2]) for r in conn.execute("""
-            SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
-              FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-             WHERE k.contype = 'c' AND NOT k.convalidated AND c.relnamespace = 'public'::regnamespace
-               AND k.conname = ANY(%s)""", (list(PATTERN_CHECKS),)).fetchall()]
+        report.dropped_checks = [(r[0], r[1], r[2])
+                                 for r in _rows(conn, "synth/loose_checks", names=list(PATTERN_CHECKS))]
         for name, _ in indexes:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            _run(conn, render("synth/drop_index", index=name))
         for table, name, _ in [*fks, *keys, *report.dropped_checks]:
-            conn.execute(_alter(table, sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name))))
+            _run(conn, render("synth/drop_constraint", table=table, constraint=name))
     yield report
     if report.bulk:
         for _, definition in indexes:
-            conn.execute(definition)  # catalog text from pg_get_indexdef, not user input
+            _run(conn, render("synth/create_index", definition=definition))
         for table, name, definition in [*keys, *fks]:
-            _add_constraint(conn, table, name, definition)
+            _run(conn, render("synth/add_constraint", table=table, constraint=name, definition=definition))
         for table, name, definition in report.dropped_checks:
-            _add_constraint(conn, table, name, definition.removesuffix(" NOT VALID") + " NOT VALID")
+            _run(conn, render("synth/add_constraint", table=table, constraint=name,
+                              definition=definition.removesuffix(" NOT VALID") + " NOT VALID"))
         report.indexes, report.foreign_keys, report.pattern_checks = len(indexes), len(fks), len(report.dropped_checks)
         report.keys = len(keys)
     for table, name, mode in triggers:
-        conn.execute(_alter(table, sql.SQL(_ENABLE[mode] + " {}").format(sql.Identifier(name))))
-
-
-def _add_constraint(conn: psycopg.Connection[Any], table: str, name: str, definition: str) -> None:
-    head = sql.SQL("ADD CONSTRAINT {} ").format(sql.Identifier(name))
-    conn.execute(_alter(table, head + sql.SQL(definition)))  # catalog text from pg_get_constraintdef
+        _run(conn, render("synth/trigger", table=table, trigger=name, action=_ENABLE[mode]))
 
 
 def verify_patterns(conn: psycopg.Connection[Any], report: BulkReport, org_ids: list[str]) -> None:
     """Evaluate each dropped pattern CHECK on the distinct smart codes the load wrote (few, so cheap)."""
     problems: list[str] = []
     for table, name, definition in report.dropped_checks:
-        expr = definition.removesuffix(" NOT VALID")
-        key = "id" if table == "core_organizations" else "organization_id"
-        # MATERIALIZED keeps the planner from pushing the regex below the DISTINCT (once per row again).
-        head = sql.SQL("WITH d AS MATERIALIZED (SELECT DISTINCT smart_code FROM {} WHERE {} = ANY(%s)) "
-                       "SELECT d.smart_code FROM d WHERE NOT ").format(sql.Identifier(table), sql.Identifier(key))
-        query = head + sql.SQL(expr.removeprefix("CHECK ").replace("%", "%%"))  # catalog text
-        bad = [r[0] for r in conn.execute(query, (org_ids,)).fetchall()]
+        expression = definition.removesuffix(" NOT VALID").removeprefix("CHECK ")  # catalog text
+        bad = [r[0] for r in _rows(conn, "synth/pattern_violations", table=table, expression=expression,
+                                   org_ids=org_ids)]
         if bad:
             problems.append(f"{table}.{name} rejects {', '.join(bad[:5])}")
     if problems:

@@ -21,8 +21,8 @@ from random import Random
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
+from runner.compile import render
 from runner.db.connect import connect
 from runner.db.schema import installed
 from runner.errors import DataError
@@ -107,8 +107,8 @@ def generate(dsn: str, *, size: str, orgs: int = 1, seed: int = 42, progress: bo
         if not installed(conn):
             raise DataError("the HERA core schema is not installed in this database",
                             hint="run 'hera-migrate db schema' first (or drop --no-schema)")
-        taken = conn.execute("SELECT organization_code FROM core_organizations WHERE organization_code = ANY(%s)",
-                             (codes,)).fetchall()
+        existing = render("synth/existing_orgs", codes=codes)
+        taken = conn.execute(existing.text, existing.params).fetchall()
         if taken:
             raise DataError(f"organisation(s) {', '.join(r[0] for r in taken)} already exist in this database",
                             hint="the same size and seed give the same orgs; pass another --seed")
@@ -123,7 +123,7 @@ def generate(dsn: str, *, size: str, orgs: int = 1, seed: int = 42, progress: bo
         conn.commit()
     with connect(dsn, autocommit=True) as conn:
         for table in SIX:
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+            conn.execute(render("synth/analyze", table=table).text)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -197,36 +197,15 @@ def _chunks(writer: ledger.LedgerWriter, count: int, code: str) -> Iterator[tupl
 def _copy(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], rows: list[str]) -> int:
     if not rows:
         return 0
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table),
-                                                     sql.SQL(", ").join(map(sql.Identifier, columns)))
-    with cur.copy(stmt) as copy:
+    with cur.copy(render("synth/copy_in", table=table, columns=columns).text) as copy:
         copy.write("".join(rows))
     return len(rows)
 
 
 def _verify(conn: psycopg.Connection[Any], org_ids: list[str]) -> None:
     """What HERA's triggers would have enforced, checked set-based before commit (a generator bug aborts)."""
-    problems = conn.execute(
-        r"""
-        SELECT 'actor missing on ' || t, n FROM (
-          SELECT 'core_entities' t, count(*) n FROM core_entities
-           WHERE organization_id = ANY(%(o)s) AND (created_by IS NULL OR updated_by IS NULL)
-          UNION ALL SELECT 'core_dynamic_data', count(*) FROM core_dynamic_data
-           WHERE organization_id = ANY(%(o)s) AND (created_by IS NULL OR updated_by IS NULL)
-          UNION ALL SELECT 'core_relationships', count(*) FROM core_relationships
-           WHERE organization_id = ANY(%(o)s) AND (created_by IS NULL OR updated_by IS NULL)
-          UNION ALL SELECT 'universal_transactions', count(*) FROM universal_transactions
-           WHERE organization_id = ANY(%(o)s) AND (created_by IS NULL OR updated_by IS NULL)
-          UNION ALL SELECT 'universal_transaction_lines', count(*) FROM universal_transaction_lines
-           WHERE organization_id = ANY(%(o)s) AND (created_by IS NULL OR updated_by IS NULL)) a WHERE n > 0
-        UNION ALL
-        SELECT 'header not in trigger-normalised form', count(*) FROM universal_transactions
-         WHERE organization_id = ANY(%(o)s)
-           AND (transaction_type <> upper(transaction_type)
-                OR NOT (smart_code ~ '^[A-Z0-9_.]+\.v[0-9]+$' AND version = 1
-                        OR smart_code ~ '^[A-Z0-9_.]+\.V[0-9]+$'))
-        HAVING count(*) > 0
-        """, {"o": org_ids}).fetchall()
+    verify = render("synth/verify", org_ids=org_ids)
+    problems = conn.execute(verify.text, verify.params).fetchall()
     if problems:
         raise DataError("generated data failed verification: " + "; ".join(f"{p} ({n} rows)" for p, n in problems))
 

@@ -12,8 +12,16 @@ The results.json format is docs/results-schema.md (JSON Schema: runner/report/re
 
 from __future__ import annotations
 
+from runner.compile import Statement
 from runner.report import render_report
-from runner.validate.builtin import review_statements
+from runner.spec.model import Spec
+from runner.validate import builtin
+from runner.validate.execute import begin_statement
 from runner.validate.validation import ValidationOutcome, validate_run
+
+
+def review_statements(spec: Spec) -> list[Statement]:
+    return [begin_statement(), *builtin.review_statements(spec)]
+
 
 __all__ = ["ValidationOutcome", "render_report", "review_statements", "validate_run"]

@@ -49,6 +49,10 @@ def settings_statement(timeout_ms: str, nestloop: str) -> Statement:
     return render("validate/session", timeout_ms=timeout_ms, nestloop=nestloop)
 
 
+def begin_statement() -> Statement:
+    return render("session/begin")
+
+
 class Session:
     """One read-only transaction on `conn` holding every check of a validation.
 
@@ -75,7 +79,7 @@ class Session:
         self.conn.autocommit = False
         self.conn.read_only = True
         self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        self.conn.execute("SELECT 1")  # BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; checks are savepoints
+        self.conn.execute(begin_statement().text)  # opens the transaction; checks are savepoints
         return self
 
     def __exit__(self, *exc: object) -> None:

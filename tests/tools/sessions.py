@@ -36,29 +36,10 @@ from runner.load.generator import LoadSettings
 from runner.load.session import LoadPlan, with_run
 from runner.load.v1 import LOAD_ACTOR_ID
 from runner.resources import data_dir
-from runner.snapshot.compare import rows_without_journal
-from runner.snapshot.duck import TABLES
-from runner.snapshot.duck import connect as duck_connect
+from runner.snapshot.compare import differing_rows
 from runner.synth.generate import generate
 
 SPEC = "finance-dna-v2.yaml"
-
-
-def differing_without_load(duckdb_path: Path, a: str = "before", b: str = "rollback") -> dict[str, int]:
-    """Per table: multiset difference of `a` and `b`, journal and rows created by the v1 load left out."""
-    out: dict[str, int] = {}
-
-    def rows(label: str, table: str) -> str:
-        return (f"SELECT * FROM ({rows_without_journal(label, table)}) "
-                f"WHERE CAST(created_by AS VARCHAR) IS DISTINCT FROM '{LOAD_ACTOR_ID}'")
-
-    with duck_connect(duckdb_path, read_only=True) as con:
-        for table in TABLES:
-            q = (f"SELECT (SELECT count(*) FROM ({rows(a, table)} EXCEPT ALL {rows(b, table)})) + "
-                 f"(SELECT count(*) FROM ({rows(b, table)} EXCEPT ALL {rows(a, table)}))")
-            row = con.execute(q).fetchone()
-            out[table] = int(row[0]) if row else 0
-    return out
 
 
 def rehearse(dsn: str, run_id: str, report_dir: Path, console: Console) -> dict[str, Any]:
@@ -69,7 +50,7 @@ def rehearse(dsn: str, run_id: str, report_dir: Path, console: Console) -> dict[
     seconds = time.monotonic() - t0
     snapshot = report_dir / pipeline.SNAPSHOT_FILE
     take_snapshot(dsn, [o.organization_id for o in result.organizations], snapshot, "rollback")
-    differing = differing_without_load(snapshot)
+    differing = differing_rows(snapshot, "before", "rollback", exclude_created_by=LOAD_ACTOR_ID)
     identical = not any(differing.values())
     console.print(f"rollback rehearsal: {result.status} in {seconds:.1f}s; before-snapshot vs after rollback "
                   "(rows the v1 load wrote left out): " + ("identical" if identical else "DIFFERENT: " + ", ".join(

@@ -3,9 +3,12 @@ PostgreSQL computed, and the results.json shape."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 
 from runner.compile import render_duck
+from runner.snapshot.compare import differing_rows
 from runner.snapshot.diff import CLASSES, DiffResult, DiffSample
 from runner.snapshot.duck import TABLES
 
@@ -43,3 +46,20 @@ def test_results_json_shape() -> None:
     assert shaped["details"]["totals"] == {"expected": 0, "unexpected": 1, "concurrent": 0}
     assert shaped["samples"]["unexpected"]["universal_transactions"] == [sample.as_dict()]
     assert shaped["samples"]["expected"] == {} and not result.ok
+
+
+def test_rollback_comparison_leaves_out_the_journal_and_an_excluded_actor(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    con = duckdb.connect(str(path))
+    for label in ("before", "rollback"):
+        for table in TABLES:
+            con.execute(f"CREATE TABLE {label}_{table} (id INT, created_by VARCHAR, entity_type VARCHAR, "
+                        "entity_id INT)")
+    con.execute("INSERT INTO rollback_universal_transactions VALUES (1, 'load', NULL, NULL), (2, 'user', NULL, NULL)")
+    con.execute("INSERT INTO rollback_core_entities VALUES (3, 'migration', 'MIGRATION_RUN', NULL)")  # the journal
+    con.execute("INSERT INTO rollback_core_dynamic_data VALUES (4, 'migration', NULL, 3)")  # a journal field
+    con.close()
+    assert differing_rows(path, "before", "rollback")["universal_transactions"] == 2
+    assert differing_rows(path, "before", "rollback", exclude_created_by="load")["universal_transactions"] == 1
+    assert differing_rows(path, "before", "rollback")["core_entities"] == 0
+    assert differing_rows(path, "before", "rollback")["core_dynamic_data"] == 0
