@@ -404,8 +404,8 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
     assert spec is not None
     opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, now=now,
                                report_dir=report_dir)
-    outcome, _hook = with_run(dsn, spec, opts, plan, console)
-    return exit_code(outcome.exit_code, outcome.results.get("performance") or {}, console)
+    ran, _hook = with_run(dsn, spec, opts, plan, console)
+    return exit_code(ran.exit_code, ran.results.get("performance") or {}, console)
 
 
 # --- demo ----------------------------------------------------------------------------------------------------

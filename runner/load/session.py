@@ -16,6 +16,7 @@ from µs samples), requests, failures, requests/s, the error rate, contention fa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -26,6 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from runner import pipeline
+from runner.engine import new_run_id
 from runner.engine.outcome import RunResult
 from runner.errors import HarnessError
 from runner.load import stats
@@ -33,6 +36,8 @@ from runner.load.generator import LoadGenerator, LoadSettings
 from runner.load.samples import Sample
 from runner.load.shared import LOAD_DIR, SHARED_BASELINE, read_throttle_summary
 from runner.load.throttle import LatencyThrottle, TailSource
+from runner.pipeline import RunOptions, RunOutcome
+from runner.spec import Spec, load_spec
 
 TERMINAL = {"completed", "incomplete", "failed", "rolled_back", "requires_review"}
 
@@ -124,7 +129,8 @@ def write_shared_baseline(workdir: Path, gen: LoadGenerator, baseline: dict[str,
     return path
 
 
-def make_throttle(gen: LoadGenerator, baseline: dict[str, Any], spec: Any, plan: LoadPlan) -> LatencyThrottle | None:
+def make_throttle(gen: LoadGenerator, baseline: dict[str, Any], spec: Spec,
+                  plan: LoadPlan) -> LatencyThrottle | None:
     th = spec.execution.throttle
     p95 = baseline.get("p95_ms")
     if not (plan.throttle and th.enabled) or not p95:
@@ -317,17 +323,13 @@ class RunLoadHook:
                         self.migrated_count, self.plan.timeline_step)
 
 
-def with_run(dsn: str, spec_path: Path, opts: Any, plan: LoadPlan, console: Console, *,
-             progress: bool = False) -> tuple[Any, RunLoadHook]:
+def with_run(dsn: str, spec_path: Path, opts: RunOptions, plan: LoadPlan, console: Console, *,
+             progress: bool = False) -> tuple[RunOutcome, RunLoadHook]:
     """Baseline, then `run` in this process with the same load going on (throttled unless told not to)."""
-    from runner import pipeline
-    from runner.engine import new_run_id
-    from runner.spec import load_spec
-
     spec = load_spec(spec_path)  # fail on a bad spec before any load starts
-    if opts.run_id is None and not opts.resume:
-        opts.run_id = new_run_id()
-    out = pipeline.report_dir_for(opts.run_id, opts.report_dir)
+    run_id = opts.run_id or new_run_id()  # the load's report directory and its hook need the id now
+    opts = dataclasses.replace(opts, run_id=run_id)
+    out = pipeline.report_dir_for(run_id, opts.report_dir)
     workdir = out / LOAD_DIR
     gen, b0, b1 = start_generator(dsn, plan, workdir, console)
     hook: RunLoadHook | None = None
@@ -337,7 +339,7 @@ def with_run(dsn: str, spec_path: Path, opts: Any, plan: LoadPlan, console: Cons
         console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms over {baseline['requests']:,} requests; "
                       + (f"auto-throttle on (p95 bound {throttle.limit_ms:.2f} ms, every {throttle.interval:g}s)"
                          if throttle else "no throttle"))
-        hook = RunLoadHook(dsn, opts.run_id, gen, plan, throttle, (b0, b1), console)
+        hook = RunLoadHook(dsn, run_id, gen, plan, throttle, (b0, b1), console)
         outcome = pipeline.run(dsn, spec_path, opts, console, progress=progress, throttle=throttle, load=hook)
     finally:
         if hook is not None:
