@@ -25,8 +25,7 @@ TABLES: Final = ("core_organizations", "core_entities", "core_dynamic_data", "co
                  "universal_transactions", "universal_transaction_lines")
 # Tables whose rows carry the harness's correlation keys in a `metadata` jsonb column.
 METADATA_TABLES: Final = ("core_entities", "universal_transactions")
-
-SNAPSHOTS_TABLE: Final = "snapshots"
+# The DuckDB file's `snapshots` table (one row per label taken) is named in runner/sql/snapshot/catalog_*.
 
 
 def snapshot_table(label: str, table: str) -> str:
@@ -41,11 +40,6 @@ def derived_table(label: str) -> str:
 def qi(name: str) -> str:
     """A quoted SQL identifier (DuckDB and PostgreSQL share the syntax)."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def ql(value: str) -> str:
-    """A quoted SQL string literal (DuckDB and PostgreSQL with standard_conforming_strings share the syntax)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def extension_dir() -> Path:
