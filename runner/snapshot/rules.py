@@ -59,7 +59,17 @@ def review_columns() -> Columns:
              "approval_required": "BOOLEAN", "total_amount": "DECIMAL(19,4)", "exchange_rate": "DECIMAL(20,10)",
              "ai_confidence": "DECIMAL(5,4)", "line_amount": "DECIMAL(20,8)", "quantity": "DECIMAL(20,8)",
              "unit_amount": "DECIMAL(20,8)"}
-    named = {*contract.ORIGINAL_PREIMAGE_COLUMNS, *ORIGINAL_CHANGES, *TWIN_COPIED, *REPOST_COPIED}
+    named = {*contract.ORIGINAL_PREIMAGE_COLUMNS, *ORIGINAL_CHANGES, *TWIN_COPIED, *REPOST_COPIED, "transaction_code"}
+    # Columns the statements name outright, beyond the identity ones.
+    named_by_table = {
+        "universal_transactions": sorted(named),
+        "universal_transaction_lines": ["transaction_id", "line_number", "entity_id", "line_amount", "quantity",
+                                        "unit_amount", "line_data", "smart_code"],
+        "core_entities": ["entity_type", "entity_code", "smart_code"],
+        "core_dynamic_data": ["entity_id", "field_name", "smart_code"],
+        "core_relationships": ["from_entity_id", "to_entity_id", "smart_code"],
+        "core_organizations": ["settings"],
+    }
 
     def column(name: str) -> tuple[str, str]:
         if name in typed:
@@ -73,11 +83,6 @@ def review_columns() -> Columns:
     base = ("id", "organization_id", "created_at", "created_by", "updated_at", "updated_by", "metadata", "version")
     out: Columns = {}
     for table in TABLES:
-        names = list(base) + (sorted(named - set(base)) if table == "universal_transactions" else [])
-        if table == "universal_transaction_lines":
-            names += ["transaction_id", "line_number", "entity_id", "line_amount", "quantity", "unit_amount",
-                      "line_data", "smart_code"]
-        if table == "core_organizations":
-            names = [n for n in names if n != "organization_id"] + ["settings"]
-        out[table] = [column(n) for n in names]
+        ids = [n for n in base if not (table == "core_organizations" and n == "organization_id")]
+        out[table] = [column(n) for n in ids + [n for n in named_by_table[table] if n not in base]]
     return out

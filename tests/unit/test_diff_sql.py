@@ -8,9 +8,12 @@ from pathlib import Path
 import duckdb
 
 from runner.compile import render_duck
+from runner.contract import MIGRATION_ACTOR_ID
+from runner.snapshot import rules
 from runner.snapshot.compare import differing_rows
-from runner.snapshot.diff import CLASSES, DiffResult, DiffSample
+from runner.snapshot.diff import CLASSES, DiffResult, DiffSample, variables
 from runner.snapshot.duck import TABLES
+from runner.snapshot.extract import DERIVED_COLUMNS
 
 
 def test_smart_code_suffix_normalisation() -> None:
@@ -63,3 +66,21 @@ def test_rollback_comparison_leaves_out_the_journal_and_an_excluded_actor(tmp_pa
     assert differing_rows(path, "before", "rollback", exclude_created_by="load")["universal_transactions"] == 1
     assert differing_rows(path, "before", "rollback")["core_entities"] == 0
     assert differing_rows(path, "before", "rollback")["core_dynamic_data"] == 0
+
+
+def test_the_diff_runs_on_the_review_columns_and_classifies_a_row() -> None:
+    """The statements `compile --out` shows run as they are: on tables shaped like the review's columns, a
+    relationship inserted by another actor is concurrent and nothing else differs."""
+    con = duckdb.connect()
+    columns = rules.review_columns()
+    for label in ("before", "after"):
+        for table, cols in columns.items():
+            con.execute(f"CREATE TABLE {label}_{table} ({', '.join(f'{n} {t}' for n, t in cols)})")
+        derived = ", ".join(f"{c} JSON" for c in DERIVED_COLUMNS)
+        con.execute(f"CREATE TABLE {label}_jsonb_derived (table_name VARCHAR, id UUID, {derived})")
+    con.execute("INSERT INTO after_core_relationships (id, organization_id, created_by, updated_by) "
+                "VALUES (uuid(), uuid(), uuid(), uuid())")
+    for stmt in (*variables("R", MIGRATION_ACTOR_ID), *rules.statements(columns)):
+        con.execute(stmt.text, stmt.params or None)
+    assert con.execute("SELECT table_name, kind, class FROM diff_rows").fetchall() == [
+        ("core_relationships", "inserted", "concurrent")]
