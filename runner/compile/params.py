@@ -55,7 +55,7 @@ class Mappings:
         out = cls()
         for code in sorted(set(v1_codes)):
             res = spec.resolve(code)
-            if res is not None:
+            if res is not None and res.source not in out.v1_codes:  # `.v1` and `.V1` are one code
                 out.v1_codes.append(res.source)
                 out.v2_codes.append(res.target)
                 out.tiers.append(res.mapping.tier)

@@ -15,7 +15,7 @@ from typing import Any
 from runner import contract
 from runner.compile import Statement, render
 from runner.compile.jsonx import dumps
-from runner.compile.params import override_params, run_guard, scope_params
+from runner.compile.params import Mappings, override_params, run_guard, scope_params
 from runner.snapshot.rules import review_columns
 from runner.spec import codes
 from runner.spec.model import BUILTIN_LEVELS, CheckDef, Spec, Transform
@@ -67,55 +67,38 @@ LINE_FIELDS = ("entity_id", "line_type", "quantity", "unit_amount", "line_amount
 
 @dataclass
 class Resolved:
-    """The spec resolved against the codes the run really touched in one organisation."""
+    """The spec resolved against the codes the run really touched in one organisation: its mappings (through the
+    compiler's one resolution, compile.params.Mappings) and its entity remaps."""
 
-    v1_codes: list[str] = field(default_factory=list)
-    v2_codes: list[str] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    tiers: list[str] = field(default_factory=list)
-    mapping_indexes: list[int] = field(default_factory=list)
+    mappings: Mappings = field(default_factory=Mappings)
+    # every code of the organisation the spec maps (role 'candidate'): what the run resolved its mappings against
+    candidates: Mappings = field(default_factory=Mappings)
     families: list[str] = field(default_factory=list)
     pre_codes: list[str] = field(default_factory=list)
     expected_codes: list[str] = field(default_factory=list)
-    # every code of the organisation the spec maps (role 'candidate'): what the run resolved its mappings against
-    cand_v1_codes: list[str] = field(default_factory=list)
-    cand_tiers: list[str] = field(default_factory=list)
-    cand_labels: list[str] = field(default_factory=list)
 
     @classmethod
     def build(cls, spec: Spec, rows: Iterable[tuple[str | None, str | None, str | None]]) -> Resolved:
         """rows: (role, family, code) from validate/run_codes."""
         out = cls()
-        seen: set[str] = set()
-        candidates: set[str] = set()
+        touched: list[str] = []
+        candidates: list[str] = []
         for role, family, code in rows:
             if code is None:
                 continue
             if role == KEYS["role_candidate"]:
-                cand = spec.resolve(code)
-                if cand is not None and cand.source not in candidates:
-                    candidates.add(cand.source)
-                    out.cand_v1_codes.append(cand.source)
-                    out.cand_tiers.append(cand.mapping.tier)
-                    out.cand_labels.append(cand.mapping.label)
-                continue
-            if role == contract.ROLE_ENTITY:
+                candidates.append(code)
+            elif role == contract.ROLE_ENTITY:
                 model = getattr(spec.entities, family or "", None)
                 remap = getattr(model, "remap", None)
                 target = remap(code, spec.dna.target) if remap is not None else None
                 out.families.append(family or "")
                 out.pre_codes.append(code)
                 out.expected_codes.append(target or codes.normalize(code))
-                continue
-            res = spec.resolve(code)
-            if res is None or res.source in seen:
-                continue
-            seen.add(res.source)
-            out.v1_codes.append(res.source)
-            out.v2_codes.append(res.target)
-            out.labels.append(res.mapping.label)
-            out.tiers.append(res.mapping.tier)
-            out.mapping_indexes.append(res.mapping_index)
+            else:
+                touched.append(code)
+        out.mappings = Mappings.resolve(spec, touched)
+        out.candidates = Mappings.resolve(spec, candidates)
         return out
 
     @classmethod
@@ -181,18 +164,19 @@ def params_for(check: CheckDef, spec: Spec, resolved: Resolved, run_id: str = RE
     if check.id == "trial_balance_unchanged":
         return {"tolerance": Decimal(str(p.get("tolerance", "0"))), "by_currency": bool(p.get("by_currency", True))}
     if check.id == "count_amount_reconciliation":
-        return {"amount_tolerance": Decimal(str(p.get("amount_tolerance", "0"))), "v1_codes": resolved.v1_codes,
-                "labels": resolved.labels, "cand_v1_codes": resolved.cand_v1_codes, "cand_tiers": resolved.cand_tiers,
-                "cand_labels": resolved.cand_labels, "scope": scope_params(spec), "guard": run_guard(run_id)}
+        m, c = resolved.mappings, resolved.candidates
+        return {"amount_tolerance": Decimal(str(p.get("amount_tolerance", "0"))), "v1_codes": m.v1_codes,
+                "labels": m.labels, "cand_v1_codes": c.v1_codes, "cand_tiers": c.tiers, "cand_labels": c.labels,
+                "scope": scope_params(spec), "guard": run_guard(run_id)}
     if check.id in ("v2_code_matches_mapping", "alias_only_metadata"):
-        return {"v1_codes": resolved.v1_codes, "v2_codes": resolved.v2_codes, "labels": resolved.labels,
-                "tiers": resolved.tiers}
+        m = resolved.mappings
+        return {"v1_codes": m.v1_codes, "v2_codes": m.v2_codes, "labels": m.labels, "tiers": m.tiers}
     if check.id == "lines_preserved":
         ignored = set(p.get("ignore_fields") or ())
         ignore = {name: name in ignored for name in LINE_FIELDS}
         ignore["side"] = "line_data" in ignored
-        return {"v1_codes": resolved.v1_codes, "mapping_indexes": resolved.mapping_indexes, "ignore": ignore,
-                **override_params(spec)}
+        return {"v1_codes": resolved.mappings.v1_codes, "mapping_indexes": resolved.mappings.mapping_indexes,
+                "ignore": ignore, **override_params(spec)}
     if check.id == "closed_period_untouched":
         model = spec.entities.fiscal_periods
         types = model.entity_types if model is not None else ("fiscal_period",)

@@ -206,9 +206,9 @@ def test_resolution_binds_the_mappings_the_run_touched_and_entity_remaps() -> No
         ("original", None, "HERA.NOT.MAPPED.AT.ALL.v1"),
         ("entity", "posting_rules", "HERA.SALON.ENTITY.FINANCIAL_POLICY.VAT_POSTING.v1"),
         ("entity", "fiscal_periods", "HERA.SOMETHING.ELSE.ENTIRELY.v1")])
-    assert resolved.v1_codes == ["HERA.FINANCE.GL.TXN.JOURNAL.v1", "HERA.MFG.PROD.TXN.WO_ISSUE.v1"]
-    assert resolved.v2_codes == ["HERA.ACCOUNTING.GL.TXN.JOURNAL.v2", "HERA.MFG.PROD.TXN.WO_ISSUE.v2"]
-    assert resolved.labels == ["gl-journal", "mfg-wo-issue"]
+    assert resolved.mappings.v1_codes == ["HERA.FINANCE.GL.TXN.JOURNAL.v1", "HERA.MFG.PROD.TXN.WO_ISSUE.v1"]
+    assert resolved.mappings.v2_codes == ["HERA.ACCOUNTING.GL.TXN.JOURNAL.v2", "HERA.MFG.PROD.TXN.WO_ISSUE.v2"]
+    assert resolved.mappings.labels == ["gl-journal", "mfg-wo-issue"]
     assert resolved.expected_codes == ["HERA.ACCOUNTING.POLICY.RULE.VAT_POSTING.v2", "HERA.SOMETHING.ELSE.ENTIRELY.v1"]
 
 
