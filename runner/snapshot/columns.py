@@ -86,3 +86,4 @@ def read_columns(conn: psycopg.Connection[Any], table: str) -> list[Column]:
         if needed not in names:
             raise DatabaseError(f"public.{table} has no column {needed}: not a HERA table")
     return [map_type(name, pg_type) for name, pg_type in rows]
+

@@ -3,27 +3,23 @@ a statement takes them), for review and for the template-safety tests."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from runner import contract
 from runner.compile import Statement, render, render_duck
 from runner.snapshot import compare, diff, ledger, rules
-from runner.snapshot.columns import Column, map_type
-from runner.snapshot.duck import TABLES, derived_table, snapshot_table
+from runner.snapshot.duck import derived_table, snapshot_table
 from runner.snapshot.extract import PG_ALIAS, load_statement, pg_queries
 from runner.spec.model import Spec
 
 SAMPLE_ORG = "00000000-0000-4000-8000-000000000001"
 SAMPLE_RUN = "run-20250101T000000Z-abcd"
 SAMPLE_CONNINFO = "host=localhost dbname=hera application_name=hera-migrate-snapshot"
-_PG_TYPE = {"UUID": "uuid", "JSON": "jsonb", "INTEGER": "integer", "BOOLEAN": "boolean", "VARCHAR": "text",
-            "TIMESTAMPTZ": "timestamp with time zone"}
 
 
 def review_statements(spec: Spec) -> list[Statement]:
     orgs = list(spec.scope.organizations.include) or [SAMPLE_ORG]
-    columns = _sample_columns()
+    columns = rules.sample_columns()
     out = [render("snapshot/pg_columns", qualified_table="public.universal_transactions"),
            render("snapshot/pg_snapshot"), render("snapshot/pg_copy_session")]
     for copy in (False, True):
@@ -47,13 +43,3 @@ def review_statements(spec: Spec) -> list[Statement]:
             ledger.trial_balance_statement("before"), compare.differing_statement("core_entities", "before", "after"),
             compare.differing_statement("core_dynamic_data", "before", "rollback", exclude_created_by=SAMPLE_ORG)]
     return out
-
-
-def _sample_columns() -> dict[str, list[Column]]:
-    def pg_type(duck_type: str) -> str:
-        if m := re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", duck_type):
-            return f"numeric({m.group(1)},{m.group(2)})"
-        return _PG_TYPE[duck_type]
-
-    return {t: [map_type(n, pg_type(d)) for n, d in cols] for t, cols in rules.review_columns().items()
-            if t in TABLES}

@@ -13,6 +13,7 @@ from typing import Final
 
 from runner import contract
 from runner.compile import Statement, render_duck
+from runner.snapshot.columns import Column, map_type
 from runner.snapshot.duck import TABLES
 
 ORIGINAL_CHANGES: Final = ("transaction_status", "metadata", "version", "updated_at", "updated_by", "smart_code")
@@ -51,16 +52,15 @@ def statements(columns: Columns) -> list[Statement]:
     return out
 
 
-def review_columns() -> Columns:
-    """Without a snapshot (compile's review): the identity columns plus every column the rules name, typed as the
-    snapshot would type them. The real diff uses the snapshot's own catalog."""
-    typed = {"metadata": "JSON", "settings": "JSON", "line_data": "JSON", "ai_insights": "JSON",
-             "business_context": "JSON", "version": "INTEGER", "fiscal_year": "INTEGER", "fiscal_period": "INTEGER",
-             "approval_required": "BOOLEAN", "total_amount": "DECIMAL(19,4)", "exchange_rate": "DECIMAL(20,10)",
-             "ai_confidence": "DECIMAL(5,4)", "line_amount": "DECIMAL(20,8)", "quantity": "DECIMAL(20,8)",
-             "unit_amount": "DECIMAL(20,8)"}
+def sample_columns() -> dict[str, list[Column]]:
+    """Without a database (compile's review): per table the identity columns plus every column the snapshot and
+    diff statements name, typed as PostgreSQL has them. A real snapshot reads the catalog instead."""
+    typed = {"metadata": "jsonb", "settings": "jsonb", "line_data": "jsonb", "ai_insights": "jsonb",
+             "business_context": "jsonb", "version": "integer", "fiscal_year": "integer", "fiscal_period": "integer",
+             "approval_required": "boolean", "total_amount": "numeric(19,4)", "exchange_rate": "numeric(20,10)",
+             "ai_confidence": "numeric(5,4)", "line_amount": "numeric(20,8)", "quantity": "numeric(20,8)",
+             "unit_amount": "numeric(20,8)"}
     named = {*contract.ORIGINAL_PREIMAGE_COLUMNS, *ORIGINAL_CHANGES, *TWIN_COPIED, *REPOST_COPIED, "transaction_code"}
-    # Columns the statements name outright, beyond the identity ones.
     named_by_table = {
         "universal_transactions": sorted(named),
         "universal_transaction_lines": ["transaction_id", "line_number", "entity_id", "line_amount", "quantity",
@@ -71,18 +71,23 @@ def review_columns() -> Columns:
         "core_organizations": ["settings"],
     }
 
-    def column(name: str) -> tuple[str, str]:
+    def pg_type(name: str) -> str:
         if name in typed:
-            return name, typed[name]
+            return typed[name]
         if name == "id" or name.endswith(("_id", "_by")):
-            return name, "UUID"
+            return "uuid"
         if name.endswith(("_at", "_date")):
-            return name, "TIMESTAMPTZ"
-        return name, "VARCHAR"
+            return "timestamp with time zone"
+        return "text"
 
     base = ("id", "organization_id", "created_at", "created_by", "updated_at", "updated_by", "metadata", "version")
-    out: Columns = {}
+    out: dict[str, list[Column]] = {}
     for table in TABLES:
         ids = [n for n in base if not (table == "core_organizations" and n == "organization_id")]
-        out[table] = [column(n) for n in ids + [n for n in named_by_table[table] if n not in base]]
+        out[table] = [map_type(n, pg_type(n)) for n in ids + [n for n in named_by_table[table] if n not in base]]
     return out
+
+
+def review_columns() -> Columns:
+    """sample_columns as the diff sees them: (name, DuckDB type)."""
+    return {table: [(c.name, c.duck_type) for c in cols] for table, cols in sample_columns().items()}
