@@ -129,6 +129,14 @@ _REPOST = ("SELECT r.id::text, r.metadata -> 'migration' ->> 'original_txn_id' F
            "{extra} ORDER BY r.id LIMIT 1")
 _ITEM_LINE = ("AND EXISTS (SELECT 1 FROM universal_transaction_lines AS l WHERE l.transaction_id = r.id "
               "AND l.smart_code NOT LIKE '%%.GL.%%')")
+# The first DR and the first CR GL line (what _line picks) post to different accounts: a drift of both then shows
+# in the trial balance (a journal may debit and credit the same account, and a drift there nets to zero).
+_DISTINCT_ACCOUNTS = ("AND (SELECT l.entity_id FROM universal_transaction_lines AS l WHERE l.transaction_id = r.id "
+                      "     AND l.smart_code LIKE '%%.GL.%%' AND l.line_data ->> 'side' = 'DR' "
+                      "     ORDER BY l.line_number LIMIT 1) "
+                      "IS DISTINCT FROM (SELECT l.entity_id FROM universal_transaction_lines AS l "
+                      "     WHERE l.transaction_id = r.id AND l.smart_code LIKE '%%.GL.%%' "
+                      "     AND l.line_data ->> 'side' = 'CR' ORDER BY l.line_number LIMIT 1)")
 _GL_LINE = ("SELECT l.id::text, l.line_number FROM universal_transaction_lines AS l "
             "WHERE l.transaction_id = %s AND l.smart_code LIKE '%%.GL.%%' AND l.line_data ->> 'side' = %s "
             "ORDER BY l.line_number LIMIT 1")
@@ -148,10 +156,12 @@ class _Planter:
             raise DataError(f"no {what} in organisation {self.org} for run {self.run_id} to plant the defect on")
         return tuple(row)
 
-    def _repost(self, *, item_line: bool = False) -> tuple[str, str]:
+    def _repost(self, *, item_line: bool = False, distinct_accounts: bool = False) -> tuple[str, str]:
         """(repost id, original id): the lowest-id repost of the run with a DR and a CR GL line (and, with
-        `item_line`, a line that is not a GL line)."""
-        query = sql.SQL(_REPOST).format(extra=sql.SQL(_ITEM_LINE if item_line else ""))
+        `item_line`, a line that is not a GL line; with `distinct_accounts`, its first DR and CR lines on
+        different accounts)."""
+        extra = (_ITEM_LINE if item_line else "") + (" " + _DISTINCT_ACCOUNTS if distinct_accounts else "")
+        query = sql.SQL(_REPOST).format(extra=sql.SQL(extra))
         row = self.conn.execute(query, (self.org, self.run_id)).fetchone()
         if row is None:
             raise DataError(f"no repost with GL lines in organisation {self.org} for run {self.run_id} "
@@ -206,7 +216,7 @@ class _Planter:
         return original, [reversal, str(row[0])]
 
     def repost_amount_drift(self) -> tuple[str, list[str]]:
-        repost, original = self._repost()
+        repost, original = self._repost(distinct_accounts=True)
         debit, _ = self._line(repost, "DR")
         credit, _ = self._line(repost, "CR")
         self.conn.execute("UPDATE universal_transaction_lines SET line_amount = line_amount + 0.01, updated_by = %s, "
