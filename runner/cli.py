@@ -74,7 +74,8 @@ def cli(ctx: click.Context, dsn: str | None, verbose: int) -> None:
     """Migrate a HERA Finance DNA v1 ledger to v2 and prove the result.
 
     Exit codes: 0 done, no critical check failed; 1 a critical check failed or a critical alert fired;
-    2 usage or spec error, nothing executed; 3 runtime failure (committed work is safe; run --resume continues).
+    2 usage or spec error, nothing executed; 3 runtime failure (committed work is safe; run --resume continues);
+    4 nothing to check (no migrated record, e.g. after a rollback): never reported as passed.
     """
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -255,7 +256,8 @@ def run_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], run_id: str |
     """Snapshot before → migrate → validate → report (reports/RUN_ID/ unless --report-dir).
 
     Exit 0: migrated and every critical check passed; 1: a critical check failed or a critical alert fired;
-    3: interrupted or a database failure — committed chunks are safe, `run --run-id ID --resume` continues.
+    3: interrupted or a database failure — committed chunks are safe, `run --run-id ID --resume` continues;
+    4: nothing was migrated, so nothing could be checked (never reported as passed).
     """
     from runner import pipeline
     from runner.load.shared import throttle_from_report_dir
@@ -283,7 +285,11 @@ def status_cmd(ctx: click.Context, run_id: str, as_json: bool) -> int:
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
 @click.pass_context
 def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None) -> int:
-    """Fresh after-snapshot, diff against the before-snapshot, all checks; results.json, index.html, junit.xml."""
+    """Fresh after-snapshot, diff against the before-snapshot, all checks; results.json, index.html, junit.xml.
+
+    Exit 0: passed; 1: a critical check failed or a critical alert fired; 4: nothing to check (no migrated
+    record, e.g. after a rollback): never reported as passed.
+    """
     from runner import pipeline
 
     dsn = pipeline.need_dsn(_options(ctx).dsn, "validate")
@@ -293,14 +299,21 @@ def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None) -> in
 @cli.command("rollback")
 @click.argument("run_id")
 @org_option
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The run's report directory to rewrite (default: reports/RUN_ID).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
-def rollback_cmd(ctx: click.Context, run_id: str, orgs: tuple[str, ...], no_progress: bool) -> int:
-    """Restore the pre-run state of everything RUN_ID touched, then verify (resumable; exit 1 on conflicts)."""
+def rollback_cmd(ctx: click.Context, run_id: str, orgs: tuple[str, ...], report_dir: Path | None,
+                 no_progress: bool) -> int:
+    """Restore the pre-run state of everything RUN_ID touched, then verify (resumable; exit 1 on conflicts).
+
+    The run's report is rewritten to say it was rolled back (results.json status rolled_back, a rollback section
+    with the verification and, for a whole-run rollback, a row-for-row comparison with the before-snapshot).
+    """
     from runner import pipeline
 
     dsn = pipeline.need_dsn(_options(ctx).dsn, "rollback")
-    return pipeline.rollback(dsn, run_id, orgs, _console(), progress=not no_progress)
+    return pipeline.rollback(dsn, run_id, orgs, _console(), progress=not no_progress, report_dir=report_dir)
 
 
 @cli.command("report")

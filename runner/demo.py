@@ -2,8 +2,9 @@
 
 server → HERA core → a seeded synthetic org → plan (tier 1) → run (before-snapshot, reverse + repost, alias,
 entity migrations) → validate (after-snapshot, diff, checks, results.json + index.html + junit.xml) → rollback
-rehearsal (rollback, a third snapshot, row-for-row comparison with the before-snapshot) → report re-rendered with
-the rehearsal. The generated ledger's inventory goes next to it (fixtures.json, inventory.html).
+rehearsal (rollback, a third snapshot, row-for-row comparison with the before-snapshot) → the report rewritten to
+say the run was rolled back, with the validation it had before and the rehearsal's proof. The generated ledger's
+inventory goes next to it (fixtures.json, inventory.html).
 """
 
 from __future__ import annotations
@@ -49,15 +50,13 @@ def run_demo(dsn: str | None, *, size: str, seed: int, keep: bool, report_dir: P
         rehearsal = pipeline.rehearse_rollback(srv.dsn, run_id, out, console)
         if keep and srv.cluster is not None:
             console.print(f"data directory kept at {srv.cluster.root}")
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8"))
-    results["rollback_rehearsal"] = rehearsal
-    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    html = pipeline.render(results_path)
-    console.print(f"[7/{STEPS}] done in {time.monotonic() - t0:.1f}s: integrity score {results['integrity_score']}, "
-                  f"rollback {'restored the database exactly' if rehearsal['identical'] else 'LEFT DIFFERENCES'}")
+    html = out / "index.html"
+    identical = bool(rehearsal["comparison"]["identical"])
+    console.print(f"[7/{STEPS}] done in {time.monotonic() - t0:.1f}s: validation {outcome.results['status']}, "
+                  f"integrity score {outcome.results['integrity_score']}; rollback rehearsal "
+                  f"{'restored the database exactly' if identical else 'LEFT DIFFERENCES'} (the report says so)")
     print(f"report: {html.resolve()}")
-    if outcome.exit_code != EXIT_OK or not rehearsal["identical"]:
+    if outcome.exit_code != EXIT_OK or not identical:
         return 1
     return EXIT_OK
 

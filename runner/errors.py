@@ -1,7 +1,8 @@
 """One root exception; every failure the CLI reports maps to a documented exit code.
 
 Exit codes (docs/contract.md §4): 0 done and no critical check failed; 1 done, a critical check failed or a critical
-alert fired; 2 usage or spec error, nothing executed; 3 runtime failure (work already committed is safe).
+alert fired; 2 usage or spec error, nothing executed; 3 runtime failure (work already committed is safe); 4 done,
+but the validation had no record to check (e.g. after a rollback): a verdict of its own, never PASSED.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_RUNTIME = 3
+EXIT_NOTHING_CHECKED = 4  # done, but no record was there to check: never reported as passed
 
 
 class HarnessError(Exception):

@@ -12,11 +12,13 @@ ThroughputRecorder, whose time series becomes results.json's performance.timelin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +35,7 @@ from runner.spec import Spec, load_spec
 
 if TYPE_CHECKING:
     from runner.engine.hooks import Throttle
+    from runner.validate.impact import HostSampler
 
 REPORTS = Path("reports")
 SNAPSHOT_FILE = "snapshots.duckdb"
@@ -66,6 +69,7 @@ class RunOptions:
     now: bool = False
     report_dir: Path | None = None
     live_seconds: float | None = 3.0  # re-render the live index.html this often while running; None: no dashboard
+    baseline_seconds: float = 1.0  # the host's CPU/memory baseline window right before migrating (impact.HostSampler)
 
 
 @dataclass
@@ -103,8 +107,10 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
     from runner.engine.progress import RichProgress
     from runner.snapshot.extract import take_snapshot
     from runner.validate import validate_run
+    from runner.validate.impact import HostSampler, server_is_local
     from runner.validate.snapshot import labels as snapshot_labels
 
+    run_started = datetime.now(UTC)
     spec = load_spec(spec_path.resolve())  # the journal records the absolute path, so validate finds it later
     if opts.retry_quarantined and not opts.resume:
         raise UsageError("--retry-quarantined goes with --resume (it retries candidates a run quarantined)")
@@ -134,9 +140,10 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
     if throttle is None and shared_throttle is not None:
         throttle = shared_throttle(out, spec, console)
     live = _live_report(dsn, spec, run_id, out, scope, opts.live_seconds)
+    sampler = HostSampler()  # the database host's CPU and memory, when it is this machine
     recorder = ThroughputRecorder()
     live.recorder = recorder
-    with live:
+    with live, (sampler if server_is_local(dsn) else contextlib.nullcontext()):
         has_before = snapshot.exists() and "before" in snapshot_labels(snapshot)
         if opts.resume and not has_before:
             console.print(f"[yellow]no before-snapshot in {snapshot}: the diff will be skipped for this run")
@@ -155,6 +162,9 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
                                  retry_quarantined=opts.retry_quarantined, now=opts.now, throttle=throttle,
                                  progress=recorder)
 
+        sampler.mark("baseline")  # the database host just before the migration: what "increase" is measured from
+        sampler.wait(opts.baseline_seconds)
+        sampler.mark("during")
         recorder.restart()
         live.set_phase("migrating", phases)
         if load is not None:
@@ -170,6 +180,7 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         finally:
             recorder.stop()
             recorder.inner = None
+            sampler.stop()
         phases["migrate"] = time.monotonic() - t0
         console.print(run_summary(result))
         performance: dict[str, Any] = {"phases": phases}
@@ -184,10 +195,22 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         t0 = time.monotonic()
         outcome = validate_run(dsn, spec, run_id, report_dir=out, run=result,
                                snapshot_path=snapshot if snapshot.exists() else None,
-                               performance=performance)
+                               performance=performance, host=host_facts(sampler, dsn), started_at=run_started)
         phases["validate"] = time.monotonic() - t0
     console.print(verdict_line(outcome.results, outcome.html_path))
     return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
+
+
+def host_facts(sampler: HostSampler, dsn: str) -> dict[str, Any]:
+    """The database host's CPU/memory windows for results.json (runner.validate.impact), or why there are none."""
+    from runner.validate.impact import server_is_local
+
+    if not server_is_local(dsn):
+        return {"windows": None, "reason": "the database server is not on this machine: its CPU and memory are not "
+                                           "visible from here"}
+    if not sampler.available:
+        return {"windows": None, "reason": sampler.reason}
+    return {"windows": sampler.windows(), "reason": None}
 
 
 def _live_report(dsn: str, spec: Spec, run_id: str, out: Path, scope: list[tuple[str, str]],
@@ -255,29 +278,49 @@ def validate(dsn: str, run_id: str, report_dir: Path | None, console: Console) -
     return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
 
 
-def rollback(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *, progress: bool = True) -> int:
+def rollback(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *, progress: bool = True,
+             report_dir: Path | None = None) -> int:
+    """Roll the run back, then rewrite its report (results.json + index.html) to say so: the report always tells
+    the run's current state (runner.rollback_report)."""
+    _check_run_id(run_id)
+    started = datetime.now(UTC)
     result = rollback_result(dsn, run_id, orgs, console, progress=progress)
+    _record_rollback(dsn, run_id, result, report_dir_for(run_id, report_dir), started, console, rehearsal=False,
+                     partial=bool(orgs))
     return EXIT_OK if result.status == "rolled_back" else 1
 
 
-def rehearse_rollback(dsn: str, run_id: str, report_dir: Path, console: Console) -> dict[str, Any]:
-    """Roll the run back, snapshot again and compare with the before-snapshot row for row (journal excluded)."""
-    from runner.snapshot.compare import differing_rows
-    from runner.snapshot.extract import take_snapshot
-
-    t0 = time.monotonic()
+def rehearse_rollback(dsn: str, run_id: str, report_dir: Path, console: Console, *,
+                      exclude_created_by: str | None = None) -> dict[str, Any]:
+    """The demo's rehearsal: the same rollback and report rewrite as `rollback`, marked as a rehearsal;
+    `exclude_created_by` leaves that actor's rows out of the comparison (a rehearsal under a v1 load)."""
+    started = datetime.now(UTC)
     result = rollback_result(dsn, run_id, (), console, progress=False)
-    seconds = time.monotonic() - t0
-    snapshot = report_dir / SNAPSHOT_FILE
-    org_ids = [o.organization_id for o in result.organizations]
-    take_snapshot(dsn, org_ids, snapshot, "rollback")
-    differing = differing_rows(snapshot, "before", "rollback")
-    identical = not any(differing.values())
-    console.print(f"rollback rehearsal: {result.status} in {seconds:.1f}s; before-snapshot vs after rollback: "
-                  + ("identical in all six tables (journal kept as audit trail)" if identical else
-                     "DIFFERENT: " + ", ".join(f"{t} {n}" for t, n in differing.items() if n)))
-    return {"status": result.status, "seconds": round(seconds, 3), "identical": identical,
-            "differing_rows": differing, "result": result.as_dict()}
+    return _record_rollback(dsn, run_id, result, report_dir, started, console, rehearsal=True, partial=False,
+                            exclude_created_by=exclude_created_by)
+
+
+def _record_rollback(dsn: str, run_id: str, result: RollbackResult, out: Path, started: datetime,
+                     console: Console, *, rehearsal: bool, partial: bool,
+                     exclude_created_by: str | None = None) -> dict[str, Any]:
+    from runner import rollback_report
+    from runner.report import record_rollback
+
+    section = rollback_report.section(dsn, result, out, started, rehearsal=rehearsal, partial=partial,
+                                      exclude_created_by=exclude_created_by)
+    compared = section["comparison"]
+    if compared["made"]:
+        console.print("before-snapshot vs after rollback: " + (
+            "identical in all six tables (journal kept as audit trail)" if compared["identical"] else
+            "DIFFERENT: " + ", ".join(f"{t} {n}" for t, n in compared["differing_rows"].items() if n)))
+    else:
+        console.print(f"no row-for-row comparison with the before-snapshot: {compared['reason']}")
+    written = record_rollback(out, section)
+    if written is None:
+        console.print(f"[yellow]no report of {run_id} in {out} to update (results.json missing)")
+    else:
+        console.print(f"report rewritten (run rolled back): {written['html'].resolve()}")
+    return section
 
 
 def rollback_result(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *,
@@ -316,12 +359,13 @@ def status(dsn: str, run_id: str, console: Console, *, as_json: bool = False) ->
         console.print_json(json.dumps(st.as_dict(), default=str))
         return EXIT_OK
     table = Table(title=f"{run_id}: {st.status}")
-    for col in ("organisation", "status", "phase", "done / total", "migrated", "aliased", "quarantined", "chunks",
-                "last chunk"):
+    for col in ("organisation", "status", "phase", "done / total", "migrated", "reversed+reposted", "aliased",
+                "quarantined", "chunks", "last chunk"):
         table.add_column(col)
     for o in st.organizations:
-        table.add_row(o.organization_code, o.status, o.phase or "-", f"{o.done:,} / {o.total:,}", f"{o.migrated:,}",
-                      f"{o.aliased:,}", f"{sum(o.quarantined.values()):,}", f"{o.chunks:,}",
+        table.add_row(o.organization_code, o.status, o.phase or "-", f"{o.done:,} / {o.total:,}",
+                      f"{o.migrated + o.aliased:,}", f"{o.migrated:,}", f"{o.aliased:,}",
+                      f"{sum(o.quarantined.values()):,}", f"{o.chunks:,}",
                       o.last_chunk_at.isoformat(timespec="seconds") if o.last_chunk_at else "-")
     console.print(table)
     return EXIT_OK
@@ -346,10 +390,12 @@ def render(results_json: Path) -> Path:
 
 
 def run_summary(result: RunResult) -> str:
+    """The engine's counts, in the words of results.json's `counts`: migrated = reversed+reposted + aliased."""
     lines = [f"run {result.run_id}: {result.status}"]
     for o in result.organizations:
         q = o.quarantined_total
-        lines.append(f"  {o.organization_code}: {o.migrated:,} reversed+reposted, {o.aliased:,} aliased, "
+        lines.append(f"  {o.organization_code}: {o.migrated + o.aliased:,} migrated ({o.migrated:,} reversed+reposted, "
+                     f"{o.aliased:,} aliased), "
                      f"{q:,} quarantined" + (f" ({', '.join(f'{k} {v}' for k, v in o.quarantine_reasons.items())})"
                                              if q else "")
                      + (f"; entities {', '.join(f'{k} {v}' for k, v in o.entities.items() if v)}"
@@ -358,11 +404,21 @@ def run_summary(result: RunResult) -> str:
 
 
 def verdict_line(results: dict[str, Any], html: Path | None) -> str:
+    from runner.report.html import VERDICTS
+
     alerts = [a for a in results.get("alerts", []) if a.get("level") == "critical"]
     failed = [c["id"] for c in results.get("checks", []) if c.get("status") in ("failed", "error")
               and c.get("severity") == "critical"]
-    verdict = "PASSED" if not alerts and not failed else "FAILED"
+    status = str(results.get("status"))
     extra = f"; critical: {', '.join(failed[:5])}" if failed else ""
     extra += f"; {len(alerts)} critical alert(s)" if alerts else ""
+    score = results.get("integrity_score")
+    counts = results.get("counts") or {}
+    checked = (results.get("score") or {}).get("records_checked", 0)
+    scored = ("integrity score undefined (0 records checked)" if score is None
+              else f"integrity score {score} over {checked:,} records")
+    tally = (f"; {counts.get('migrated', 0):,} migrated ({counts.get('reverse_reposted', 0):,} reversed+reposted, "
+             f"{counts.get('aliased', 0):,} aliased), {counts.get('quarantined', 0):,} quarantined, "
+             f"{(counts.get('checks') or {}).get('total', 0)} checks") if counts else ""
     where = f"\nreport: {html.resolve()}" if html is not None else ""
-    return f"validation {verdict}: integrity score {results.get('integrity_score')}{extra}{where}"
+    return f"validation {VERDICTS.get(status, status.upper())}: {scored}{extra}{tally}{where}"

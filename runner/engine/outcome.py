@@ -115,7 +115,11 @@ class OrgStatus:
         return sum(self.candidates.values())
 
     def as_dict(self) -> dict[str, Any]:
+        """`migrated` as results.json's counts define it (both tiers); the journal's own counter of reverse +
+        reposts is `reverse_reposted`."""
         d = _json(asdict(self))
+        d["reverse_reposted"] = self.migrated
+        d["migrated"] = self.migrated + self.aliased
         d["done"] = self.done
         d["total"] = self.total
         return d  # type: ignore[no-any-return]

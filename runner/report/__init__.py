@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from runner.report.html import render_report, render_results_html
 from runner.report.junit import junit_xml
-from runner.report.results import load_schema, schema_errors, write_reports, write_results
+from runner.report.results import (
+                                   load_schema,
+                                   previous_rollback,
+                                   record_rollback,
+                                   schema_errors,
+                                   write_reports,
+                                   write_results,
+)
 
-__all__ = ["junit_xml", "load_schema", "render_report", "render_results_html", "schema_errors", "write_reports",
-           "write_results"]
+__all__ = ["junit_xml", "load_schema", "previous_rollback", "record_rollback", "render_report",
+           "render_results_html", "schema_errors", "write_reports", "write_results"]

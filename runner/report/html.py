@@ -11,11 +11,14 @@ the same shape plus a `live` block; it reloads itself until the validation's pag
 from __future__ import annotations
 
 import json
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
+from runner.errors import UsageError
 from runner.report import charts
 from runner.report.charts import fmt_seconds
 from runner.report.files import write_atomic
@@ -23,7 +26,9 @@ from runner.report.files import write_atomic
 _env = Environment(loader=PackageLoader("runner.report", "templates"), undefined=StrictUndefined,
                    autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
-VERDICTS = {"passed": "PASSED", "warning": "PASSED WITH WARNINGS", "failed": "FAILED"}
+SCHEMA_MAJOR = "2"
+VERDICTS = {"passed": "PASSED", "warning": "PASSED WITH WARNINGS", "failed": "FAILED", "rolled_back": "ROLLED BACK",
+            "nothing_checked": "NOTHING CHECKED"}
 
 
 def _fmt(value: Any) -> str:
@@ -36,13 +41,43 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def money(value: Any, currency: str | None = None) -> str:
+    """Exact decimal text with thousands separators and the currency code: '6925903.6800' -> '6,925,903.68 USD'.
+    Never rounded: trailing zeros beyond the cents are dropped, other digits kept."""
+    if value is None or value == "":
+        return "–"
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    trimmed = amount.normalize()
+    exponent = trimmed.as_tuple().exponent
+    # at least the cents (adding zeros only); more digits only where the value really has them
+    amount = trimmed if isinstance(exponent, int) and exponent < -2 else amount.quantize(Decimal("0.01"))
+    text = f"{amount:,f}"
+    code = (currency or "").strip()
+    return f"{text} {code or '(no currency)'}" if currency is not None else text
+
+
+def amounts(per_currency: Any) -> Markup:
+    """{currency: amount}, one unbreakable amount per currency, never a sum across currencies."""
+    if not per_currency:
+        return Markup("–")
+    return Markup(" · ").join(Markup('<span class="amt">{}</span>').format(money(v, c))
+                              for c, v in sorted(per_currency.items()))
+
+
 def _seconds(value: Any) -> str:
     return "–" if value is None else fmt_seconds(float(value))
 
 
 _env.filters["fmt"] = _fmt
 _env.filters["seconds"] = _seconds
+_env.filters["money"] = money
+_env.filters["amounts"] = amounts
+_env.filters["nonzero"] = lambda value: bool(value) and Decimal(str(value)) != 0
 _env.globals["charts"] = charts
+_env.globals["verdicts"] = VERDICTS
 
 
 def render_results_html(results: dict[str, Any]) -> str:
@@ -62,4 +97,8 @@ def render_live_html(interim: dict[str, Any]) -> str:
 def render_report(results_json: Path) -> Path:
     """Re-render index.html next to `results_json` from that file alone; returns the HTML path."""
     results = json.loads(results_json.read_text(encoding="utf-8"))
+    version = str(results.get("schema_version", "?"))
+    if version.split(".")[0] != SCHEMA_MAJOR:
+        raise UsageError(f"{results_json} is results.json schema {version}; this harness renders schema "
+                         f"{SCHEMA_MAJOR}.x", hint="validate the run again to write a current results.json")
     return write_atomic(results_json.with_name("index.html"), render_results_html(results))

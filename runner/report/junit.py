@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from runner.report.files import write_atomic
+
 LEVELS = ("record", "aggregate", "system")
 
 
@@ -34,6 +36,23 @@ def _case(suite: ET.Element, name: str, classname: str, status: str, failures: i
     if status == "warning":
         ET.SubElement(case, "system-out").text = f"warning: {summary}\n{_sample_text(samples)}"
     return 0, 0
+
+
+# Verdicts that are not a pass even when no check failed: CI must not turn green over nothing or over a migration
+# that was undone.
+NOT_A_PASS = {"nothing_checked": "no level-1 record was checked: the checks ran over zero rows and prove nothing",
+              "rolled_back": "the run was rolled back: the migration these checks describe no longer exists"}
+
+
+def _verdict_suite(root: ET.Element, results: dict[str, Any]) -> tuple[int, int]:
+    suite = ET.SubElement(root, "testsuite", name="verdict", tests="1")
+    case = ET.SubElement(suite, "testcase", name="verdict", classname="hera_migrate.verdict", time="0.000")
+    reason = NOT_A_PASS.get(str(results.get("status")))
+    if reason is not None:
+        ET.SubElement(case, "failure", message=f"{results['status']}: {reason}", type="verdict").text = reason
+    suite.set("failures", "1" if reason else "0")
+    suite.set("errors", "0")
+    return 1, 1 if reason else 0
 
 
 def junit_xml(results: dict[str, Any]) -> str:
@@ -62,6 +81,8 @@ def junit_xml(results: dict[str, Any]) -> str:
         suite.set("failures", str(failures))
         suite.set("errors", str(errors))
         totals = [totals[0] + tests, totals[1] + failures, totals[2] + errors]
+    tests, failures = _verdict_suite(root, results)
+    totals = [totals[0] + tests, totals[1] + failures, totals[2]]
     root.set("tests", str(totals[0]))
     root.set("failures", str(totals[1]))
     root.set("errors", str(totals[2]))
@@ -70,5 +91,5 @@ def junit_xml(results: dict[str, Any]) -> str:
 
 
 def write_junit(results: dict[str, Any], path: Path) -> Path:
-    path.write_text(junit_xml(results), encoding="utf-8")
+    write_atomic(path, junit_xml(results))
     return path

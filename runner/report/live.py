@@ -52,7 +52,7 @@ def interim_results(*, run_id: str, spec: dict[str, Any], started: datetime, pha
         quarantined = j.get("quarantined")
         organizations.append({
             "organization_id": org_id, "organization_code": code,
-            "candidates": p.get("total", j.get("total")), "migrated": j.get("migrated"),
+            "candidates": p.get("total", j.get("total")), "migrated": j.get("migrated"),  # both tiers
             "aliased": j.get("aliased"), "quarantined": sum(quarantined.values()) if isinstance(quarantined, dict)
             else None, "done": p.get("done", j.get("done")), "integrity_score": None,
             "run_status": p.get("status") or j.get("status") or "pending",
@@ -62,13 +62,14 @@ def interim_results(*, run_id: str, spec: dict[str, Any], started: datetime, pha
     rate = (progress or {}).get("rate")
     eta = (total - done) / rate if rate and total > done and phase == "migrating" else None
     return {
-        "schema_version": "1.0", "run_id": run_id, "spec": spec, "status": "running", "exit_code": None,
+        "schema_version": "2.0", "run_id": run_id, "spec": spec, "status": "running", "exit_code": None,
         "started_at": iso(started), "finished_at": None,
         "run": {"status": "failed" if error else "running", "started_at": iso(started), "finished_at": None},
-        "integrity_score": None, "score": None, "organizations": organizations, "checks": [], "records": None,
+        "integrity_score": None, "score": None, "counts": None, "environment": None, "ledger": None,
+        "organizations": organizations, "checks": [], "records": None,
         "system": None,
         "diff": {"available": False, "error": None, "expected": {}, "unexpected": {}, "concurrent": {},
-                 "samples": []},
+                 "changes": [], "samples": []},
         "snapshot": None,
         "performance": {"records_per_second": rate, "phases": {k: round(v, 3) for k, v in phases.items()},
                         "latency": None, "impact_pct": None, "timeline": timeline},

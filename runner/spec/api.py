@@ -110,8 +110,9 @@ def summary(spec: Spec) -> str:
     families = spec.entities.families()
     return (f"{spec.name} {spec.version}, {spec.dna.source} -> {spec.dna.target}: {n} mapping{'s' if n != 1 else ''} "
             f"({tiers['reverse_repost']} reverse_repost, {tiers['reporting_alias']} reporting_alias); entity "
-            f"migrations: {', '.join(families) if families else 'none'}; {len(checks)} checks "
-            f"({len(checks) - custom} built-in, {custom} custom)")
+            f"migrations: {', '.join(families) if families else 'none'}; {len(checks) + 1} checks "
+            f"({len(checks) - custom} built-in, {custom} custom, and expected_effect_diff: the before/after "
+            f"snapshot diff, whenever a before-snapshot exists, as every `run` takes)")
 
 
 def _clean(bad: Iterable[JsonPath], prefix: JsonPath) -> bool:

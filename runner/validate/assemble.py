@@ -14,14 +14,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from runner.errors import EXIT_CHECK_FAILED, EXIT_NOTHING_CHECKED, EXIT_OK
 from runner.spec.model import Spec
 from runner.validate import alerts as alerting
+from runner.validate import breakdown, impact
 from runner.validate.outcome import CheckOutcome
 from runner.validate.records import CATEGORIES, OrgRecords
-from runner.validate.runfacts import OrgFacts, RunFacts
+from runner.validate.runfacts import RunFacts
 from runner.validate.score import integrity_score, penalties
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 def iso(ts: datetime) -> str:
@@ -51,6 +53,12 @@ def _num(value: Any) -> float | None:
 
 
 
+def same_amounts(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Two {currency: amount} maps hold the same money (numerically: scales may differ)."""
+    nonzero = [{c: Decimal(v) for c, v in m.items() if Decimal(v)} for m in (a, b)]
+    return nonzero[0] == nonzero[1]
+
+
 def check_triples(outcomes: list[CheckOutcome], org_id: str | None = None) -> list[tuple[str, str, str]]:
     if org_id is None:
         return [(o.id, o.check.severity, o.status) for o in outcomes]
@@ -58,18 +66,12 @@ def check_triples(outcomes: list[CheckOutcome], org_id: str | None = None) -> li
 
 
 def organization(org_id: str, org_code: str, records: OrgRecords, summary: dict[str, Any],
-                 outcomes: list[CheckOutcome], run_org: OrgFacts | None) -> dict[str, Any]:
-    """Level 2: one organisation."""
+                 outcomes: list[CheckOutcome], codes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Level 2: one organisation. Its counts come from one place, the per-code breakdown of the database
+    (runner.validate.breakdown): `migrated` is reverse_reposted + aliased (both tiers), everywhere."""
     triples = check_triples(outcomes, org_id)
     score = integrity_score(records.passed, records.failed, triples)
-    quarantined_db = records.kinds["quarantined"]
-    migrated_db = summary["originals"] + summary["aliases"]
-    if run_org is not None:
-        migrated = run_org.migrated + run_org.aliased
-        quarantined = run_org.quarantined
-        candidates = run_org.candidates or migrated + quarantined
-    else:
-        migrated, quarantined, candidates = migrated_db, quarantined_db, migrated_db + quarantined_db
+    t = breakdown.totals(codes)
     families = {name: dict(counts) for name, counts in records.families.items()}
 
     def family(name: str) -> dict[str, Any]:
@@ -78,17 +80,27 @@ def organization(org_id: str, org_code: str, records: OrgRecords, summary: dict[
                 "failed": counts.get("FAILED", 0), "requires_review": counts.get("REQUIRES_REVIEW", 0)}
 
     org_config = family("organization_config")
+    lines_total = summary["originals_lines_amount"]
     return {
-        "organization_id": org_id, "organization_code": org_code, "candidates": candidates, "migrated": migrated,
-        "quarantined": quarantined, "integrity_score": float(score),
+        "organization_id": org_id, "organization_code": org_code, "candidates": t["candidates"],
+        "migrated": t["reverse_reposted"] + t["aliased"], "reverse_reposted": t["reverse_reposted"],
+        "aliased": t["aliased"], "quarantined": t["quarantined"], "not_migrated": t["not_migrated"],
+        "skipped": t["skipped"], "skipped_total": t["skipped_total"], "unmapped": t["unmapped"],
+        "integrity_score": None if score is None else float(score),
         "records": {"checked": records.passed + records.failed, "passed": records.passed, "failed": records.failed,
                     "requires_review": records.review, "by_kind": dict(records.kinds),
                     "failed_by_category": {c: records.by_category[c] for c in CATEGORIES}},
         "source": {"originals": summary["originals"], "originals_amount": summary["originals_amount"],
-                   "aliases": summary["aliases"], "entities": sum(summary["entities"].values()),
-                   "quarantined": quarantined_db},
+                   "aliases": summary["aliases"], "aliases_amount": summary["aliases_amount"],
+                   "entities": sum(summary["entities"].values()), "entities_by_family": dict(summary["entities"]),
+                   "quarantined": t["quarantined"]},
         "target": {"reposts": summary["reposts"], "reposts_amount": summary["reposts_amount"],
-                   "reversals": summary["reversals"], "reversals_amount": summary["reversals_amount"]},
+                   "reversals": summary["reversals"], "reversals_amount": summary["reversals_amount"],
+                   "reversals_reconciliation": {
+                       "originals_lines_amount": lines_total,
+                       "equal": same_amounts(lines_total, summary["reversals_amount"])}},
+        "by_code": codes,
+        "amounts": t["amounts"],
         "critical_errors": sum(1 for _, sev, st in triples if sev == "critical" and st in ("failed", "error")),
         "warnings": sum(1 for _, sev, st in triples
                         if st == "warning" or (sev != "critical" and st in ("failed", "error"))),
@@ -98,10 +110,10 @@ def organization(org_id: str, org_code: str, records: OrgRecords, summary: dict[
             "organization_config": {"migrated": org_config["records"] > 0, **org_config},
             "transaction_history": {
                 "originals": summary["originals"], "reversals": summary["reversals"],
-                "reposts": summary["reposts"], "aliases": summary["aliases"], "quarantined": quarantined_db,
+                "reposts": summary["reposts"], "aliases": summary["aliases"], "quarantined": t["quarantined"],
                 "originals_amount": summary["originals_amount"], "reposts_amount": summary["reposts_amount"]},
         },
-        "run_status": (run_org.status if run_org is not None else None) or summary["journal_status"],
+        "run_status": summary["journal_status"],
         "journal_last_write": summary["journal_last_write"],
     }
 
@@ -112,30 +124,45 @@ def _p95(block: Any) -> float | None:
     return _num(block.get("p95_ms", block.get("p95")))
 
 
+RATE_BASIS = ("candidates handled (migrated + quarantined) per second of migrating, from the engine's progress "
+              "(performance.timeline), as the progress bar counts them")
+
+
 def performance_section(performance: dict[str, Any] | None, run: RunFacts | None,
-                        phases: dict[str, float], migrated: int) -> dict[str, Any]:
+                        phases: dict[str, float], handled: int) -> dict[str, Any]:
+    """`phases` are wall-clock seconds of the pipeline's phases; the engine's own per-phase seconds are summed over
+    organisations (organisations run in parallel), so they go apart, labelled, never next to a wall time."""
     perf = performance or {}
-    all_phases: dict[str, float] = {}
-    for name, seconds in (run.seconds if run is not None else {}).items():
-        all_phases[f"run.{name}"] = round(float(seconds), 3)
+    wall: dict[str, float] = {}
     for name, seconds in (perf.get("phases") or {}).items():
         if _num(seconds) is not None:
-            all_phases[str(name)] = round(float(seconds), 3)
-    all_phases.update({k: round(v, 3) for k, v in phases.items()})
+            wall[str(name)] = round(float(seconds), 3)
+    wall.update({k: round(v, 3) for k, v in phases.items()})
+    summed = {str(k): round(float(v), 3) for k, v in (run.seconds if run is not None else {}).items()}
     rps = _num(perf.get("records_per_second"))
-    if rps is None and run is not None:
-        start, end = run.started_at, run.finished_at
-        if start and end and end > start and migrated:
-            rps = migrated / (end - start).total_seconds()
+    basis = RATE_BASIS
+    timeline = timeline_points(perf.get("timeline"))
+    if rps is None and timeline and timeline[-1]["t"] > 0:
+        # the engine's own progress, as the progress bar counts it: from its first to its last progress call
+        rps = timeline[-1]["done"] / float(timeline[-1]["t"])
+    if rps is None:
+        migrate = wall.get("migrate")
+        basis = "candidates handled (migrated + quarantined) per second of the migrate phase's wall clock"
+        if migrate is None and run is not None and run.started_at and run.finished_at:
+            migrate = (run.finished_at - run.started_at).total_seconds()
+            basis = ("candidates handled (migrated + quarantined) per second of the run's journal window "
+                     "(no migrate phase timing in this validation)")
+        rps = handled / migrate if migrate and handled else None
     latency = perf.get("latency") if isinstance(perf.get("latency"), dict) else None
     baseline = latency.get("baseline") if latency else None
     during = latency.get("during") if latency else None
     out: dict[str, Any] = {
-        "records_per_second": None if rps is None else round(rps, 3), "phases": all_phases,
+        "records_per_second": None if rps is None else round(rps, 3), "records_per_second_basis": basis,
+        "phases": wall, "phases_clock": "wall",
+        "engine_seconds_summed_over_organizations": summed,
         "latency": {"baseline": baseline if isinstance(baseline, dict) else None,
                     "during": during if isinstance(during, dict) else None} if latency else None,
         "impact_pct": alerting.impact_pct(_p95(baseline), _p95(during))}
-    timeline = timeline_points(perf.get("timeline"))
     if timeline is not None:
         out["timeline"] = timeline
     report = perf.get("load_report")
@@ -165,16 +192,6 @@ def timeline_points(value: Any) -> list[dict[str, Any]] | None:
     return sorted(points, key=lambda p: float(p["t"]))
 
 
-def continuity(performance: dict[str, Any]) -> dict[str, Any]:
-    during = (performance.get("latency") or {}).get("during") or {}
-    requests, failures = _num(during.get("requests")), _num(during.get("failures"))
-    if requests is None:
-        return {"measured": False, "v1_requests": None, "v1_failures": None, "v1_availability_pct": None}
-    availability = None if not requests else round(100.0 * (requests - (failures or 0)) / requests, 3)
-    return {"measured": True, "v1_requests": int(requests), "v1_failures": int(failures or 0),
-            "v1_availability_pct": availability}
-
-
 def no_progress(run: RunFacts | None, journals: list[tuple[str | None, str | None]],
                 now: datetime) -> float | None:
     """Minutes since the run last made progress; 0 once it completed. The run's state comes from `run` when
@@ -200,43 +217,77 @@ def error_rate(totals: OrgRecords) -> float | None:
     return round(100.0 * bad / processed, 3)
 
 
+NOTHING_CHECKED = "nothing_checked"
+
+
+def counts(orgs: list[dict[str, Any]], outcomes: list[CheckOutcome]) -> dict[str, Any]:
+    """The one definition of every count the CLI, `status`, `check` and the report show (docs/results-schema.md
+    `counts`): sums of the organisations' per-code breakdown, and the checks by status."""
+    keys = ("candidates", "reverse_reposted", "aliased", "migrated", "quarantined", "not_migrated", "skipped_total",
+            "unmapped")
+    out: dict[str, Any] = {k: sum(int(o[k]) for o in orgs) for k in keys}
+    out["entities"] = sum(int(o["source"]["entities"]) for o in orgs)
+    by_status = {s: sum(1 for o in outcomes if o.status == s) for s in ("passed", "warning", "failed", "error")}
+    out["checks"] = {"total": len(outcomes), **by_status,
+                     "from_spec": sum(1 for o in outcomes if o.source != "diff"),
+                     "expected_effect_diff": any(o.source == "diff" for o in outcomes)}
+    return out
+
+
+def verdict(outcomes: list[CheckOutcome], fired: list[alerting.Alert], checked: int) -> tuple[str, int]:
+    """(status, exit code): a failing critical check or critical alert fails (1); otherwise nothing checked is
+    its own verdict (4: never PASSED over zero records); otherwise warning or passed (0)."""
+    if any(o.check.severity == "critical" and o.failing for o in outcomes) or any(
+            a.level == "critical" for a in fired):
+        return "failed", EXIT_CHECK_FAILED
+    if checked == 0:
+        return NOTHING_CHECKED, EXIT_NOTHING_CHECKED
+    if fired or any(o.status != "passed" for o in outcomes):
+        return "warning", EXIT_OK
+    return "passed", EXIT_OK
+
+
 def build(*, spec: Spec, run_id: str, started: datetime, finished: datetime, orgs: list[dict[str, Any]],
           outcomes: list[CheckOutcome], totals: OrgRecords, record_file: str | None, diff: dict[str, Any],
           performance: dict[str, Any], run: RunFacts | None, snapshot: dict[str, Any],
-          journals: list[tuple[str | None, str | None]]) -> dict[str, Any]:
+          journals: list[tuple[str | None, str | None]], environment: dict[str, Any],
+          ledger: dict[str, Any], host: dict[str, Any] | None) -> dict[str, Any]:
     triples = check_triples(outcomes)
     score = integrity_score(totals.passed, totals.failed, triples)
-    all_records = totals.passed + totals.failed + totals.review
+    checked = totals.passed + totals.failed
+    all_records = checked + totals.review
     run_start = run.started_at if run is not None else None
     run_end = run.finished_at if run is not None else None
     window = (run_end - run_start).total_seconds() if run_start and run_end else (finished - started).total_seconds()
     failures = sum(o.failures if o.status != "error" else max(o.failures, 1) for o in outcomes if o.status != "passed")
     metrics: dict[str, float | None] = {
-        "integrity_score": float(score),
+        "integrity_score": None if score is None else float(score),
         "error_rate_pct": error_rate(totals),
         "performance_impact_pct": performance["impact_pct"],
         "no_progress_minutes": no_progress(run, journals, finished),
         "validation_failures_per_hour": alerting.failures_per_hour(failures, window),
     }
     fired = alerting.evaluate(spec.alerts, metrics)
-    critical_check = any(o.check.severity == "critical" and o.failing for o in outcomes)
-    exit_code = 1 if critical_check or any(a.level == "critical" for a in fired) else 0
-    status = "failed" if exit_code else (
-        "warning" if fired or any(o.status != "passed" for o in outcomes) else "passed")
+    status, exit_code = verdict(outcomes, fired, checked)
+    journal_states = sorted({s for s, _ in journals if s})
+    latency = performance.get("latency") or {}
+    host = host or {}
     return {
         "schema_version": SCHEMA_VERSION, "run_id": run_id,
         "spec": {"path": None if spec.path is None else str(spec.path), "sha256": spec.sha256, "name": spec.name,
                  "version": spec.version},
         "status": status, "exit_code": exit_code, "started_at": iso(started), "finished_at": iso(finished),
-        "run": {"status": run.status if run is not None else None,
+        "run": {"status": run.status if run is not None else (
+                    journal_states[0] if len(journal_states) == 1 else ", ".join(journal_states) or None),
                 "started_at": iso(run_start) if run_start else None,
                 "finished_at": iso(run_end) if run_end else None},
-        "integrity_score": float(score),
-        "score": {"records_checked": totals.passed + totals.failed, "records_passed": totals.passed,
-                  "base": float(Decimal(100) if not (totals.passed + totals.failed)
-                                else round(Decimal(100) * totals.passed / (totals.passed + totals.failed), 4)),
+        "environment": environment,
+        "integrity_score": metrics["integrity_score"],
+        "score": {"records_checked": checked, "records_passed": totals.passed,
+                  "base": None if not checked else float(round(Decimal(100) * totals.passed / checked, 4)),
                   "penalties": [{"check": p.check_id, "severity": p.severity, "status": p.status,
                                  "points": float(p.points)} for p in penalties(triples)]},
+        "counts": counts(orgs, outcomes),
         "organizations": orgs,
         "checks": [o.as_dict() for o in outcomes],
         "records": {"total": all_records, "passed": totals.passed, "failed": totals.failed,
@@ -245,8 +296,13 @@ def build(*, spec: Spec, run_id: str, started: datetime, finished: datetime, org
                     "file": record_file, "samples": totals.samples},
         "system": {"organizations_in_scope": len(orgs),
                    "organizations_migrated": sum(1 for o in orgs if o["migrated"] or o["records"]["checked"]),
-                   "integrity_score": float(score), "performance_impact_pct": performance["impact_pct"],
-                   "business_continuity": continuity(performance)},
+                   "integrity_score": metrics["integrity_score"],
+                   "performance_impact_pct": performance["impact_pct"],
+                   "performance_impact": impact.performance_impact(
+                       host.get("windows"), reason=host.get("reason"),
+                       latency=latency if latency.get("baseline") or latency.get("during") else None),
+                   "business_continuity": impact.business_continuity(latency.get("during"))},
+        "ledger": ledger,
         "diff": diff,
         "snapshot": snapshot,
         "performance": performance,

@@ -42,7 +42,8 @@ KEYS: dict[str, Any] = {
     "quarantine_prefix": QUARANTINE_PREFIX,
     "kind_metadata": "metadata", "kind_dynamic": "dynamic", "kind_settings": "settings",
     "kind_org_config": "organization_config", "kind_quarantined": "quarantined", "kind_reversal": "reversal",
-    "kind_journal": "journal", "kind_journal_status": "journal_status", "k_journal_status": "status",
+    "kind_journal": "journal", "kind_original_lines": "original_lines", "kind_journal_status": "journal_status",
+    "k_journal_status": "status",
     "k_migrated": "migrated", "k_aliased": "aliased", "status_completed": "completed", "role_candidate": "candidate",
 }
 
@@ -203,6 +204,17 @@ def helper(name: str, run_id: str, **context: Any) -> Statement:
     return render(f"validate/{name}", **KEYS, run_id=run_id, **context)
 
 
+# outcome labels of validate/code_breakdown beyond the eligibility CASE's own (runner.validate.breakdown)
+OUTCOME_REPOSTED, OUTCOME_ALIASED, OUTCOME_CANDIDATE = "reverse_reposted", "reporting_alias_set", "candidate"
+
+
+def code_breakdown_statement(spec: Spec, run_id: str, org_id: str, mappings: Mappings) -> Statement:
+    """validate/code_breakdown: the organisation's headers per v1 code, outcome and currency."""
+    return helper("code_breakdown", run_id, org_id=org_id, v1_codes=mappings.v1_codes, v2_codes=mappings.v2_codes,
+                  tiers=mappings.tiers, outcome_reposted=OUTCOME_REPOSTED, outcome_aliased=OUTCOME_ALIASED,
+                  outcome_candidate=OUTCOME_CANDIDATE, **scope_params(spec))
+
+
 def review_statements(spec: Spec) -> list[Statement]:
     """Every validation statement, for `compile --out`: the helpers, then each enabled built-in check, rendered
     for the spec's `include` organisations (the first one for per-organisation statements)."""
@@ -214,7 +226,9 @@ def review_statements(spec: Spec) -> list[Statement]:
            helper("run_codes", REVIEW_RUN_ID, org_id=org),
            helper("records", REVIEW_RUN_ID, org_id=org),
            helper("links", REVIEW_RUN_ID, org_id=org, ids=[]),
-           helper("org_summary", REVIEW_RUN_ID, org_id=org)]
+           helper("org_summary", REVIEW_RUN_ID, org_id=org),
+           code_breakdown_statement(spec, REVIEW_RUN_ID, org, resolved.candidates),
+           helper("environment", REVIEW_RUN_ID)]
     builtin = {c.id: c for c in spec.validations.checks() if c.kind == "builtin"}
     for check_id in ORDER:
         check = builtin.get(check_id) or _default_check(spec, check_id)
@@ -222,6 +236,8 @@ def review_statements(spec: Spec) -> list[Statement]:
         if check_id == "trial_balance_unchanged":  # its snapshot form, when the run took snapshots
             tb = params_for(check, spec, resolved)
             out.append(snapshot.trial_balance_statement(REVIEW_RUN_ID, orgs, tb["tolerance"], tb["by_currency"]))
+            out.append(snapshot.trial_balance_statement(REVIEW_RUN_ID, orgs, tb["tolerance"], tb["by_currency"],
+                                                        figures=True))
         elif check_id == "alias_only_metadata":
             columns = [name for name, _ in review_columns()["universal_transactions"]]
             out.append(snapshot.alias_statement(REVIEW_RUN_ID, orgs, columns))

@@ -3,7 +3,8 @@ the critical system check `expected_effect_diff`: any row in the class "unexpect
 
 The snapshot layer hands over a DiffResult (runner.snapshot.diff) or, when it could not compute one, a
 DiffFailure; `section` turns either into results.json's `diff` block: {available, error, expected, unexpected,
-concurrent (counts by table), samples (unexpected rows, at most SAMPLE_LIMIT)}.
+concurrent (counts by table), changes (per table and class: inserted / updated / deleted, sample ids and the
+columns that changed in the samples), samples (unexpected rows, at most SAMPLE_LIMIT)}.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class DiffFailure:
 
 
 def section(diff: DiffResult | DiffFailure | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"available": False, "error": None, **{c: {} for c in CLASSES}, "samples": []}
+    out: dict[str, Any] = {"available": False, "error": None, **{c: {} for c in CLASSES}, "changes": [],
+                           "samples": []}
     if diff is None:
         return out
     if isinstance(diff, DiffFailure):
@@ -37,8 +39,28 @@ def section(diff: DiffResult | DiffFailure | None) -> dict[str, Any]:
     out["available"] = True
     for cls in CLASSES:
         out[cls] = {str(table): int(n) for table, n in diff.counts.get(cls, {}).items()}
+    out["changes"] = changes(diff)
     rows = [(table, s) for table, samples in diff.samples.get("unexpected", {}).items() for s in samples]
     out["samples"] = [_sample(table, s) for table, s in rows][:SAMPLE_LIMIT]
+    return out
+
+
+CHANGE_SAMPLES = 5
+
+
+def changes(diff: DiffResult) -> list[dict[str, Any]]:
+    """Per table and class with any row: how many rows were inserted, updated and deleted, up to CHANGE_SAMPLES
+    sample ids and the columns the sampled updates changed."""
+    out = []
+    for cls in CLASSES:
+        for table, kinds in sorted(diff.by_kind.get(cls, {}).items()):
+            if not any(kinds.values()):
+                continue
+            samples = diff.samples.get(cls, {}).get(table, [])
+            columns = sorted({c for s in samples for c in s.changed_columns})
+            out.append({"table": str(table), "class": cls, "inserted": int(kinds.get("inserted", 0)),
+                        "updated": int(kinds.get("updated", 0)), "deleted": int(kinds.get("deleted", 0)),
+                        "sample_ids": [s.record_id for s in samples[:CHANGE_SAMPLES]], "changed_columns": columns})
     return out
 
 

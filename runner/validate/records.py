@@ -159,13 +159,15 @@ def level1(session: Session, run_id: str, org_id: str, flags: dict[str, list[Fla
 
 
 def summary_rows(session: Session, run_id: str, org_id: str) -> dict[str, Any]:
-    """Counts and amounts of what the run left in the organisation (validate/org_summary)."""
-    kinds: dict[str, tuple[int, Decimal | None]] = {}
+    """Counts and amounts of what the run left in the organisation (validate/org_summary); amounts are kept per
+    currency ({currency: decimal string}), never summed across currencies."""
+    counts: dict[str, int] = {}
+    amounts: dict[str, dict[str, Decimal]] = {}
     families: dict[str, int] = {}
     journal_at: str | None = None
     journals = 0
     journal_status: str | None = None
-    for kind, family, n, total in session.rows(builtin.helper("org_summary", run_id, org_id=org_id)):
+    for kind, family, n, total, currency in session.rows(builtin.helper("org_summary", run_id, org_id=org_id)):
         if kind == "journal":
             journal_at, journals = family, int(n)
         elif kind == "journal_status":
@@ -173,20 +175,23 @@ def summary_rows(session: Session, run_id: str, org_id: str) -> dict[str, Any]:
         elif kind == contract.ROLE_ENTITY:
             families[str(family)] = families.get(str(family), 0) + int(n)
         elif kind is not None:
-            kinds[str(kind)] = (int(n), total)
+            counts[str(kind)] = counts.get(str(kind), 0) + int(n)
+            per = amounts.setdefault(str(kind), {})
+            per[str(currency or "")] = per.get(str(currency or ""), Decimal(0)) + Decimal(total or 0)
 
     def count(kind: str) -> int:
-        return kinds.get(kind, (0, None))[0]
+        return counts.get(kind, 0)
 
-    def amount(kind: str) -> str:
-        value = kinds.get(kind, (0, None))[1]
-        return str(value if value is not None else Decimal(0))
+    def amount(kind: str) -> dict[str, str]:
+        return {cur: format(value, "f") for cur, value in sorted(amounts.get(kind, {}).items())}
 
     return {
         "originals": count(contract.ROLE_ORIGINAL), "originals_amount": amount(contract.ROLE_ORIGINAL),
         "reposts": count(contract.ROLE_REPOST), "reposts_amount": amount(contract.ROLE_REPOST),
         "reversals": count("reversal"), "reversals_amount": amount("reversal"),
-        "aliases": count(contract.ROLE_ALIAS), "entities": families, "journals": journals,
+        "originals_lines_amount": amount("original_lines"),
+        "aliases": count(contract.ROLE_ALIAS), "aliases_amount": amount(contract.ROLE_ALIAS),
+        "entities": families, "journals": journals,
         "journal_last_write": journal_at, "journal_status": journal_status,
     }
 

@@ -4,7 +4,8 @@ Definition (also in docs/results-schema.md, "integrity_score"):
 
     records_checked = PASSED + FAILED level-1 records (the records the run migrated; quarantined and rollback
                       conflicts are REQUIRES_REVIEW: outside the score, counted by the error-rate alert)
-    base            = 100 * PASSED / records_checked          (100 when nothing was checked)
+    base            = 100 * PASSED / records_checked          (undefined, None, when nothing was checked: a score
+                                                               over zero records would be a vacuous 100)
     penalty         = sum over checks of
                         10   severity critical, status failed or error
                          2   severity warning,  status failed or error
@@ -56,12 +57,15 @@ def penalties(checks: Iterable[tuple[str, str, str]]) -> list[Penalty]:
     return out
 
 
-def integrity_score(passed: int, failed: int, checks: Iterable[tuple[str, str, str]]) -> Decimal:
-    """The score of `passed`/`failed` level-1 records and the (id, severity, status) of every check."""
+def integrity_score(passed: int, failed: int, checks: Iterable[tuple[str, str, str]]) -> Decimal | None:
+    """The score of `passed`/`failed` level-1 records and the (id, severity, status) of every check; None when
+    no record was checked."""
     if passed < 0 or failed < 0:
         raise ValueError("record counts cannot be negative")
     checked = passed + failed
-    base = Decimal(100) if checked == 0 else Decimal(100) * passed / checked
+    if checked == 0:
+        return None
+    base = Decimal(100) * passed / checked
     score = base - sum((p.points for p in penalties(checks)), Decimal(0))
     score = min(max(score, Decimal(0)), Decimal(100))
     return score.quantize(_CENT, rounding=ROUND_FLOOR)

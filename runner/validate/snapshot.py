@@ -50,9 +50,10 @@ def labels(path: Path | None) -> set[str]:
         con.close()
 
 
-def trial_balance_statement(run_id: str, org_ids: list[str], tolerance: Decimal, by_currency: bool) -> Statement:
+def trial_balance_statement(run_id: str, org_ids: list[str], tolerance: Decimal, by_currency: bool, *,
+                            figures: bool = False) -> Statement:
     return render_duck("validate/snapshot_trial_balance", run_id=run_id, org_ids=org_ids, tolerance=str(tolerance),
-                       by_currency=by_currency)
+                       by_currency=by_currency, figures=figures)
 
 
 def alias_statement(run_id: str, org_ids: list[str], columns: list[str]) -> Statement:

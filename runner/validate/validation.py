@@ -29,10 +29,10 @@ import psycopg
 from runner.db.connect import connect
 from runner.engine.outcome import RunResult
 from runner.errors import DataError, HarnessError
-from runner.report import write_reports
+from runner.report import previous_rollback, write_reports
 from runner.snapshot.diff import DiffResult
 from runner.spec.model import CheckDef, Spec
-from runner.validate import builtin, effects, records, snapshot
+from runner.validate import breakdown, builtin, effects, environment, records, snapshot, trial_balance
 from runner.validate.assemble import build, organization, performance_section
 from runner.validate.effects import DiffFailure
 from runner.validate.execute import Session
@@ -50,7 +50,7 @@ class ValidationOutcome:
     html_path: Path
     junit_path: Path
     records_path: Path
-    integrity_score: float
+    integrity_score: float | None  # None: nothing was checked
     status: str
 
 
@@ -62,6 +62,12 @@ def _orgs(session: Session, run_id: str, run: RunFacts | None) -> list[tuple[str
             found.append((org_id, org.organization_code or org_id))
             known.add(org_id)
     return found
+
+
+def _tb_params(spec: Spec) -> tuple[Decimal, bool]:
+    check = next((c for c in spec.validations.checks() if c.id == "trial_balance_unchanged"), None)
+    params = check.params if check is not None else {}
+    return Decimal(str(params.get("tolerance", "0"))), bool(params.get("by_currency", True))
 
 
 class _Validation:
@@ -158,8 +164,11 @@ def run_checks(dsn: str, spec: Spec, run_id: str, *, snapshot_path: Path | None 
 
 def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run: RunResult | None = None,
                  snapshot_path: Path | None = None, diff: DiffResult | DiffFailure | None = None,
-                 performance: dict[str, Any] | None = None) -> ValidationOutcome:
-    """Validate run `run_id` and write results.json, records.jsonl, index.html and junit.xml to `report_dir`."""
+                 performance: dict[str, Any] | None = None, host: dict[str, Any] | None = None,
+                 started_at: datetime | None = None) -> ValidationOutcome:
+    """Validate run `run_id` and write results.json, records.jsonl, index.html and junit.xml to `report_dir`.
+    `host`: {"windows": the HostSampler's windows, "reason": why there are none} (runner.validate.impact);
+    `started_at`: when the command began (the environment block's start), default now."""
     facts = RunFacts.of(run)
     started = datetime.now(UTC)
     phases: dict[str, float] = {}
@@ -194,6 +203,9 @@ def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run: Ru
                 per_org_records[org_id] = records.level1(session, run_id, org_id, flags.get(org_id, {}), review, out)
                 summaries[org_id] = records.summary_rows(session, run_id, org_id)
         phases["validate.records"] = time.monotonic() - t1
+        codes = {org_id: breakdown.by_code(session, spec, run_id, org_id, validation.resolved[org_id].candidates)
+                 for org_id in org_ids}
+        server = environment.server_facts(session)
 
     totals = records.OrgRecords("*")
     for rec in per_org_records.values():
@@ -202,16 +214,22 @@ def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run: Ru
         totals.kind_status.update(rec.kind_status)
         totals.by_category.update(rec.by_category)
         totals.samples.extend(rec.samples[:max(0, 10 - len(totals.samples))])
-    by_run_org = facts.organizations if facts is not None else {}
-    org_dicts = [organization(org_id, code, per_org_records[org_id], summaries[org_id], outcomes,
-                              by_run_org.get(org_id)) for org_id, code in orgs]
-    migrated = sum(o["migrated"] for o in org_dicts)
-    perf = performance_section(performance, facts, phases, migrated)
-    results = build(spec=spec, run_id=run_id, started=started, finished=datetime.now(UTC), orgs=org_dicts,
+    org_dicts = [organization(org_id, code, per_org_records[org_id], summaries[org_id], outcomes, codes[org_id])
+                 for org_id, code in orgs]
+    handled = sum(o["migrated"] + o["quarantined"] for o in org_dicts)
+    perf = performance_section(performance, facts, phases, handled)
+    ledger = trial_balance.section(snap, run_id, org_ids, report_dir, _tb_params(spec))
+    finished = datetime.now(UTC)
+    results = build(spec=spec, run_id=run_id, started=started, finished=finished, orgs=org_dicts,
                     outcomes=outcomes, totals=totals, record_file=RECORDS, diff=diff_section, performance=perf,
                     run=facts, snapshot=snap_info,
-                    journals=[(s["journal_status"], s["journal_last_write"]) for s in summaries.values()])
+                    journals=[(s["journal_status"], s["journal_last_write"]) for s in summaries.values()],
+                    environment=environment.block(dsn, server, started_at or started, finished), ledger=ledger,
+                    host=host)
+    carried = previous_rollback(report_dir / "results.json", run_id)
+    if carried is not None and results["run"]["status"] == "rolled_back":
+        results["rollback"] = carried  # the run's rollback stays on record when it is validated again
     paths = write_reports(results, report_dir)
     return ValidationOutcome(exit_code=int(results["exit_code"]), results=results, results_path=paths["results"],
                              html_path=paths["html"], junit_path=paths["junit"], records_path=records_path,
-                             integrity_score=float(results["integrity_score"]), status=str(results["status"]))
+                             integrity_score=results["integrity_score"], status=str(results["status"]))

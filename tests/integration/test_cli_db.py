@@ -55,11 +55,15 @@ def test_demo_ends_with_an_html_report(db_dsn: str, tmp_path: Path, conn: psycop
     org = inventory["organizations"][0]
     assert org["organization_id"] in (out / "inventory.html").read_text()
     results = json.loads((out / "results.json").read_text())
-    assert results["integrity_score"] == 100
+    # The report tells the current state: the run was validated (PASSED, 100), then the rehearsal rolled it back.
+    assert results["status"] == "rolled_back" and results["rollback"]["rehearsal"] is True
+    assert results["rollback"]["validation_before"] == {**results["rollback"]["validation_before"],
+                                                        "status": "passed", "integrity_score": 100.0}
     assert all(n == 0 for n in results["diff"]["unexpected"].values())
-    assert results["rollback_rehearsal"]["identical"] is True
+    assert results["rollback"]["comparison"]["identical"] is True
     html = (out / "index.html").read_text()
     assert org["organization_id"] in html and "rollback rehearsal" in html.lower()
+    assert 'id="verdict">ROLLED BACK<' in html
     # The rehearsal rolled everything back: the ledger holds exactly what was generated.
     stored = conn.execute("SELECT count(*) FROM universal_transactions WHERE organization_id = %s",
                           (org["organization_id"],)).fetchone()

@@ -36,28 +36,15 @@ from runner.load.generator import LoadSettings
 from runner.load.session import LoadPlan, with_run
 from runner.load.v1 import LOAD_ACTOR_ID
 from runner.resources import data_dir
-from runner.snapshot.compare import differing_rows
 from runner.synth.generate import generate
 
 SPEC = "finance-dna-v2.yaml"
 
 
 def rehearse(dsn: str, run_id: str, report_dir: Path, console: Console) -> dict[str, Any]:
-    from runner.snapshot.extract import take_snapshot
-
-    t0 = time.monotonic()
-    result = pipeline.rollback_result(dsn, run_id, (), console, progress=False)
-    seconds = time.monotonic() - t0
-    snapshot = report_dir / pipeline.SNAPSHOT_FILE
-    take_snapshot(dsn, [o.organization_id for o in result.organizations], snapshot, "rollback")
-    differing = differing_rows(snapshot, "before", "rollback", exclude_created_by=LOAD_ACTOR_ID)
-    identical = not any(differing.values())
-    console.print(f"rollback rehearsal: {result.status} in {seconds:.1f}s; before-snapshot vs after rollback "
-                  "(rows the v1 load wrote left out): " + ("identical" if identical else "DIFFERENT: " + ", ".join(
-                      f"{t} {n}" for t, n in differing.items() if n)))
-    return {"status": result.status, "seconds": round(seconds, 3), "identical": identical,
-            "differing_rows": differing, "excluded": f"rows created by the v1 load actor {LOAD_ACTOR_ID}",
-            "result": result.as_dict()}
+    """The pipeline's rehearsal (the report is rewritten to say the run was rolled back), comparing without the
+    rows the v1 load wrote."""
+    return pipeline.rehearse_rollback(dsn, run_id, report_dir, console, exclude_created_by=LOAD_ACTOR_ID)
 
 
 def org_session(size: str, seed: int, plan: LoadPlan, out: Path, console: Console, *,
@@ -79,12 +66,9 @@ def org_session(size: str, seed: int, plan: LoadPlan, out: Path, console: Consol
                                    "fixture_seconds": round(gen_s, 2), "run_id": outcome.run_id}
         if rehearsal:
             rr = rehearse(srv.dsn, outcome.run_id, out, console)
-            results_path = out / "results.json"
-            results = json.loads(results_path.read_text(encoding="utf-8"))
-            results["rollback_rehearsal"] = rr
-            results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-            pipeline.render(results_path)
-            summary["rollback"] = {k: rr[k] for k in ("status", "seconds", "identical", "differing_rows")}
+            summary["rollback"] = {"status": rr["status"], "seconds": rr["seconds"],
+                                   "identical": rr["comparison"]["identical"],
+                                   "differing_rows": rr["comparison"]["differing_rows"]}
         perf = outcome.results.get("performance") or {}
         during = (perf.get("latency") or {}).get("during") or {}
         summary.update({

@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"plan", "dbcheck", "synth", "snapshot", "engine"},
     {"report"},
     {"validate"},
+    {"rollback_report"},
     {"pipeline"},
     {"load"},
     {"review"},
