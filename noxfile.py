@@ -36,8 +36,9 @@ def faults(session: nox.Session) -> None:
     v1 contention, hostile input, bad source data, RLS isolation. Prints the summary table and writes
     reports/faults/summary.json. `-- -k storm` narrows it; HERA_FAULTS_SIZE=small shrinks the crash storm."""
     session.install("-e", ".[dev]")
-    session.run("pytest", "tests/faults", "-q", "-p", "no:cacheprovider", "--timeout", "1800", *session.posargs,
-                env={"HERA_FAULTS": "1"})
+    # -n 0: one process, so the suite's summary table sees every fault (and the crash storm has the machine)
+    session.run("pytest", "tests/faults", "-q", "-n", "0", "-p", "no:cacheprovider", "--timeout", "1800",
+                *session.posargs, env={"HERA_FAULTS": "1"})
 
 
 @nox.session(python=PYTHON)
@@ -45,7 +46,8 @@ def proofs(session: nox.Session) -> None:
     """The slow proofs kept out of the default run: every planted defect caught and a clean medium run with zero
     failures (HERA_SLOW=1 enables the medium cases of tests/integration/test_defects.py)."""
     session.install("-e", ".[dev]")
-    session.run("pytest", "tests/integration/test_defects.py", "-q", *session.posargs, env={"HERA_SLOW": "1"})
+    session.run("pytest", "tests/integration/test_defects.py", "-q", "-n", "0", *session.posargs,
+                env={"HERA_SLOW": "1"})
 
 
 @nox.session(python=PYTHON)
@@ -59,7 +61,7 @@ def real(session: nox.Session) -> None:
     if not schema_file or not os.path.isfile(schema_file):
         session.error("set HERA_REAL_SCHEMA to HERA's production schema dump (dump/schema.sql of heraerp/heraerp-prd)")
     session.install("-e", ".[dev]")
-    session.run("pytest", "tests/integration/test_cores.py", "tests/integration/test_hera_core.py", "-q",
+    session.run("pytest", "tests/integration/test_cores.py", "tests/integration/test_hera_core.py", "-q", "-n", "0",
                 "-rs", *session.posargs, env={"HERA_SLOW": "1", "HERA_REAL_SCHEMA": schema_file})
 
 

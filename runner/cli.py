@@ -24,7 +24,7 @@ from runner import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
-from runner.errors import EXIT_RUNTIME, EXIT_USAGE, HarnessError, UsageError
+from runner.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, HarnessError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,12 +35,71 @@ SIZES = ("small", "medium", "enterprise")
 class Options:
     dsn: str | None
     verbose: int
+    dsn_explicit: bool = False  # --dsn on the command line, not HERA_DSN: only that opts `check` in to a database
 
 
 def _options(ctx: click.Context) -> Options:
     opts = ctx.find_object(Options)
     assert opts is not None
     return opts
+
+
+# --- global options, before or after the subcommand --------------------------------------------------------
+
+DSN_HELP = "PostgreSQL to use (else $HERA_DSN, else an embedded server started for the command)."
+VERBOSE_HELP = "More output (-vv for debug logs and tracebacks)."
+
+
+def _log_level(verbose: int) -> int:
+    return logging.WARNING - 10 * min(verbose, 2)
+
+
+def _late_dsn(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # Parsed after the group's callback made Options, so a value here overrides the one before the subcommand.
+    if value is not None and not ctx.resilient_parsing:
+        opts = _options(ctx)
+        opts.dsn, opts.dsn_explicit = value or None, True
+
+
+def _late_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value and not ctx.resilient_parsing:
+        opts = _options(ctx)
+        opts.verbose += value
+        logging.getLogger().setLevel(_log_level(opts.verbose))
+
+
+def _global_params() -> list[click.Parameter]:
+    """--dsn and -v repeated on every subcommand: `check --dsn DSN spec.yaml` is how people type it."""
+    return [click.Option(["--dsn"], metavar="DSN", default=None, expose_value=False, callback=_late_dsn,
+                         help=DSN_HELP),
+            click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_late_verbose,
+                         help=VERBOSE_HELP)]
+
+
+class _Command(click.Command):
+    """A subcommand: takes the global options too (so a new command cannot forget them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_params())
+
+
+class _Group(click.Group):
+    """A nested group (`db`): takes the global options, and so do its commands and groups."""
+
+    command_class = _Command
+    group_class = type  # its own groups are _Group too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_params())
+
+
+class _Root(click.Group):
+    """`hera-migrate` itself: declares the global options (with HERA_DSN) once; its subcommands repeat them."""
+
+    command_class = _Command
+    group_class = _Group
 
 
 def _org_ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -64,22 +123,23 @@ def _console() -> Console:
     return make_console()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--dsn", envvar="HERA_DSN", default=None, metavar="DSN",
-              help="PostgreSQL to use (else $HERA_DSN, else an embedded server started for the command).")
-@click.option("-v", "--verbose", count=True, help="More output (-vv for debug logs and tracebacks).")
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--dsn", envvar="HERA_DSN", default=None, metavar="DSN", help=DSN_HELP)
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
 @click.version_option(__version__, prog_name="hera-migrate")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, verbose: int) -> None:
     """Migrate a HERA Finance DNA v1 ledger to v2 and prove the result.
 
+    --dsn and -v may also follow the subcommand (a value there wins).
+
     Exit codes: 0 done, no critical check failed; 1 a critical check failed or a critical alert fired;
     2 usage or spec error, nothing executed; 3 runtime failure (committed work is safe; run --resume continues);
     4 nothing to check (no migrated record, e.g. after a rollback): never reported as passed.
     """
-    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Options(dsn=dsn or None, verbose=verbose)
+    logging.basicConfig(level=_log_level(verbose), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    explicit = ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE
+    ctx.obj = Options(dsn=dsn or None, verbose=verbose, dsn_explicit=explicit)
 
 
 # --- db ------------------------------------------------------------------------------------------------------
@@ -92,25 +152,42 @@ def db() -> None:
 
 @db.command("up")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="TCP port on 127.0.0.1 (default: free).")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Keep the server's data in this directory: created if missing, reused when it already holds a "
+                   "cluster, never removed (default: a fresh temporary directory, removed on exit).")
 @click.option("--schema/--no-schema", "with_schema", default=True, show_default=True,
               help="Install the HERA core schema into the new server.")
-def db_up(port: int | None, with_schema: bool) -> None:
-    """Start an embedded PostgreSQL, print its DSN, keep it running until interrupted (Ctrl-C)."""
+def db_up(port: int | None, data_dir: Path | None, with_schema: bool) -> None:
+    """Start an embedded PostgreSQL, print its DSN, keep it running until stopped.
+
+    Ctrl-C, or SIGTERM for a background `db up &` (`kill %1`, `kill PID`), stops the server and removes its data
+    directory; with --data-dir the data stays for the next `db up --data-dir`.
+    """
     from runner.db import providers, schema
 
-    srv = providers.start_local(port=port)
+    # A background job gets no Ctrl-C: `kill` (SIGTERM), or a closed terminal (SIGHUP), must clean up the same way,
+    # also while the server is still starting.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+    srv = providers.start_local(port=port, data_dir=data_dir.resolve() if data_dir is not None else None)
     try:
+        assert srv.cluster is not None
+        fate = "kept" if data_dir is not None else "removed on exit"
+        click.echo(f"# {srv.kind} PostgreSQL {srv.dsn}: data in {srv.cluster.data_dir} ({fate})"
+                   + ("; installing the HERA core" if with_schema else ""), err=True)
         if with_schema:
             schema.install(srv.dsn)
         click.echo(srv.dsn)
-        click.echo(f"# {srv.kind} PostgreSQL is up; export HERA_DSN='{srv.dsn}'. Ctrl-C stops and removes it.",
-                   err=True)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
+        click.echo(f"# up; export HERA_DSN='{srv.dsn}'. Stop it with Ctrl-C, or `kill {os.getpid()}` when it runs "
+                   "in the background.", err=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass  # the way to stop it: not an error
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
         srv.stop()
+        click.echo(f"# stopped; data {f'kept in {data_dir}' if data_dir is not None else 'removed'}", err=True)
 
 
 @db.command("schema")
@@ -143,8 +220,11 @@ def db_schema(ctx: click.Context) -> None:
                    "already there, ours or production's, is used as it is.")
 @click.pass_context
 def fixtures_cmd(ctx: click.Context, size: str, org_count: int, seed: int, with_schema: bool) -> None:
-    """Generate synthetic HERA organisations (SIZE: small, medium, enterprise); print their ids."""
+    """Generate synthetic HERA organisations (SIZE: small, medium, enterprise); print their ids.
+
+    The ids go to stdout, one a line; what was generated per v1 code (the ground truth) to stderr."""
     from runner.db import providers, schema
+    from runner.pipeline import make_console, print_table
     from runner.synth import generate
 
     dsn = _options(ctx).dsn
@@ -156,6 +236,10 @@ def fixtures_cmd(ctx: click.Context, size: str, org_count: int, seed: int, with_
             schema.ensure_core(srv.dsn)
         result = generate.generate(srv.dsn, size=size, orgs=org_count, seed=seed, progress=sys.stderr.isatty())
     click.echo(result.summary(), err=True)
+    console = make_console(stderr=True)  # stdout is for the ids alone: scripts read them
+    for org in result.organizations:
+        print_table(console, f"{org.organization_code} per v1 code (original headers; each reversed one also has "
+                             "its -REV twin)", *org.by_code())
     for org in result.organizations:
         click.echo(org.organization_id)
 
@@ -174,19 +258,28 @@ def check_cmd(ctx: click.Context, specs: tuple[Path, ...]) -> int:
     """
     from runner.spec import run_check
 
-    code, text = run_check(list(specs))
-    if text:
-        click.echo(text, err=code != 0)
+    opts = _options(ctx)
     # Only an explicit --dsn opts in: a HERA_DSN left in the environment must not make `check` touch a database.
-    root = ctx.find_root()
-    explicit = root.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE
-    dsn = _options(ctx).dsn
-    if code == 0 and dsn and explicit:
-        from runner.dbcheck import run_db_check
+    dsn = opts.dsn if opts.dsn_explicit else None
+    unique = list(dict.fromkeys(specs))
+    texts: list[str] = []
+    failed = 0
+    for path in unique:
+        code, text = run_check([path])
+        if code == EXIT_OK and dsn:
+            from runner.dbcheck import run_db_check
 
-        code, text = run_db_check(dsn, list(specs))
-        if text:
-            click.echo(text, err=code != 0)
+            code, db_text = run_db_check(dsn, [path])
+            # One verdict per file, after what the database said. A spec the database refutes is not OK: drop the
+            # offline OK line (run_check's first line for a file that passed), keep any warnings after it.
+            offline = text.splitlines()
+            text = "\n".join([db_text, *offline] if code == EXIT_OK else [*offline[1:], db_text])
+        failed += code != EXIT_OK
+        texts.append(text)
+    if len(unique) > 1:
+        texts.append(f"{len(unique)} files checked: {len(unique) - failed} OK, {failed} with problems")
+    code = EXIT_USAGE if failed else EXIT_OK
+    click.echo("\n".join(texts), err=code != EXIT_OK)
     return code
 
 
@@ -197,7 +290,8 @@ def check_cmd(ctx: click.Context, specs: tuple[Path, ...]) -> int:
 def compile_cmd(spec: Path, out: Path | None) -> None:
     """Write every rendered SQL statement of SPEC for review (no database needed).
 
-    Each statement is shown with its bound parameters; spec values never appear in the SQL text itself.
+    Each statement is shown with its bound parameters; spec values are always bound, never part of the SQL text
+    (a custom check's SQL is the spec's own text, its :run_id/:organization_id bound).
     """
     from runner.review import compile_spec, write_review
     from runner.spec import load_spec
@@ -216,12 +310,15 @@ def compile_cmd(spec: Path, out: Path | None) -> None:
 @click.argument("spec", type=click.Path(path_type=Path))
 @org_option
 @click.option("--json", "as_json", is_flag=True, help="Emit JSON instead of a table.")
+@click.option("--no-calibrate", is_flag=True,
+              help="Measure nothing: plan stays strictly read-only and estimates from default rates.")
 @click.pass_context
-def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: bool) -> None:
-    """Tier-1 inventory: candidates per organisation and v1 code, read-only.
+def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: bool, no_calibrate: bool) -> None:
+    """Tier-1 inventory: candidates per organisation and v1 code, and a run-time estimate with its basis and range.
 
-    Needs the HERA database (--dsn or HERA_DSN). One READ ONLY transaction of CTE queries: nothing is written,
-    no temporary tables.
+    Needs the HERA database (--dsn or HERA_DSN). The inventory is one READ ONLY transaction of CTE queries (no
+    temporary tables). The estimate's rates are measured on the database: a few candidates reversed + reposted and
+    aliased inside a separate transaction that is always rolled back (nothing persists); --no-calibrate skips it.
     """
     from runner.plan import build_plan, render_text
     from runner.spec import load_spec
@@ -231,7 +328,7 @@ def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: boo
     if not dsn:
         raise UsageError("plan reads a HERA database: give --dsn DSN or set HERA_DSN "
                          "(an embedded server started for one command would be empty)")
-    plan = build_plan(dsn, loaded, orgs)
+    plan = build_plan(dsn, loaded, orgs, calibrate=not no_calibrate)
     click.echo(plan.to_json() if as_json else render_text(plan))
 
 
@@ -247,7 +344,8 @@ def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: boo
 @click.option("--resume", is_flag=True, help="Continue --run-id from its journal.")
 @click.option("--retry-quarantined", is_flag=True, help="With --resume: try quarantined candidates again.")
 @click.option("--now", is_flag=True, help="Ignore the spec's off-peak window.")
-@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the report goes (default: reports/RUN_ID).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs and CI).")
 @click.pass_context
 def run_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], run_id: str | None, workers: int | None,
@@ -262,7 +360,7 @@ def run_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], run_id: str |
     from runner import pipeline
     from runner.load.shared import throttle_from_report_dir
 
-    dsn = pipeline.need_dsn(_options(ctx).dsn, "run")
+    dsn = pipeline.need_dsn(_options(ctx).dsn, "run", spec=spec)
     opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, resume=resume,
                                retry_quarantined=retry_quarantined, now=now, report_dir=report_dir)
     return pipeline.run(dsn, spec, opts, _console(), progress=not no_progress,
@@ -282,7 +380,9 @@ def status_cmd(ctx: click.Context, run_id: str, as_json: bool) -> int:
 
 @cli.command("validate")
 @click.argument("run_id")
-@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The run's report directory: its before-snapshot is read and the report rewritten there "
+                   "(default: reports/RUN_ID).")
 @click.pass_context
 def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None) -> int:
     """Fresh after-snapshot, diff against the before-snapshot, all checks; results.json, index.html, junit.xml.
@@ -318,7 +418,8 @@ def rollback_cmd(ctx: click.Context, run_id: str, orgs: tuple[str, ...], report_
 
 @cli.command("report")
 @click.argument("run_id")
-@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The report directory holding results.json (default: reports/RUN_ID).")
 def report_cmd(run_id: str, report_dir: Path | None) -> int:
     """Re-render index.html from results.json (reports/RUN_ID/ unless --report-dir)."""
     from runner import pipeline
@@ -385,7 +486,7 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
 
     if spec is not None and during_run is not None:
         raise UsageError("give --spec (run it here under load) or --during RUN_ID (another process runs it), not both")
-    dsn = pipeline.need_dsn(_options(ctx).dsn, "load")
+    dsn = pipeline.need_dsn(_options(ctx).dsn, "load", spec=spec)
     console = _console()
     plan = LoadPlan(settings=LoadSettings(users=users, spawn_rate=float(users), rate_per_user=rate,
                                           org=orgs[0] if orgs else None, emit_status=emit_status, seed=seed),
@@ -425,8 +526,10 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
 
 
 @cli.command("demo")
-@click.option("--size", type=click.Choice(SIZES), default="small", show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--size", type=click.Choice(SIZES), default="small", show_default=True,
+              help="Size of the synthetic organisation the demo generates.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the synthetic organisation; the same seed gives the same data.")
 @click.option("--keep", is_flag=True, help="Keep the embedded server's data directory.")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where the report goes (default: reports/demo).")

@@ -38,10 +38,13 @@ def run_demo(dsn: str | None, *, size: str, seed: int, keep: bool, report_dir: P
         console.print(f"[2/{STEPS}] HERA core installed ({len(applied)} SQL files)")
         gen = generate(srv.dsn, size=size, orgs=1, seed=seed, progress=True)
         console.print(f"[3/{STEPS}] {gen.summary()}")
+        for org in gen.organizations:
+            pipeline.print_table(console, f"{org.organization_code} per v1 code", *org.by_code())
         _inventory(out, size, seed, srv.kind, gen, t0)
 
         plan = build_plan(srv.dsn, spec)
-        console.print(f"[4/{STEPS}] plan (tier 1, read-only):\n{render_text(plan)}")
+        console.print(f"[4/{STEPS}] plan (tier 1; the estimate measured in a rolled-back transaction):\n"
+                      f"{render_text(plan)}")
         run_id = f"demo-{size}-{seed}"
         console.print(f"[5/{STEPS}] run {run_id} with {spec_path.name}")
         outcome = pipeline.run(srv.dsn, spec_path, pipeline.RunOptions(run_id=run_id, report_dir=out, now=True),

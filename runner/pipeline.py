@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -42,16 +45,58 @@ SNAPSHOT_FILE = "snapshots.duckdb"
 
 
 def make_console(*, stderr: bool = False) -> Console:
-    """Rich output; when piped (CI, logs) a fixed 120 columns instead of rich's 80, so tables stay readable."""
+    """Rich output on a terminal. Piped (CI, logs, scripts) nothing is wrapped or cut: lines stay whole (soft
+    wrap) and print_table prints plain text; rich renderables other than tables get a fixed 120 columns."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 120)
+    tty = stream.isatty()
+    return Console(stderr=stderr, highlight=False, width=None if tty else 120, soft_wrap=not tty)
+
+
+def print_table(console: Console, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A table: rich's on a terminal; anywhere else plain padded text, because rich fits a table to the console
+    width by cutting values (`organisati…`), and piped output is read by scripts and searched in logs."""
+    cells = [list(row) for row in rows]
+    right = _numeric_columns(len(columns), cells)
+    if console.is_terminal:
+        table = Table(title=title)
+        for i, column in enumerate(columns):
+            table.add_column(column, justify="right" if right[i] else "left")
+        for row in cells:
+            table.add_row(*row)
+        console.print(table)
+        return
+    console.print(plain_table(title, columns, cells), markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Title, header, a rule and the rows; columns padded to their widest cell (numbers to the right), nothing
+    truncated."""
+    widths = [max([cell_len(c), *(cell_len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
+    right = _numeric_columns(len(columns), rows)
+
+    def line(values: Sequence[str]) -> str:
+        pads = [" " * (w - cell_len(v)) for v, w in zip(values, widths, strict=True)]
+        return "  ".join(p + v if r else v + p for v, p, r in zip(values, pads, right, strict=True)).rstrip()
+
+    return "\n".join([title, line(columns), line(["-" * w for w in widths]), *(line(row) for row in rows)])
+
+
+_NUMBER = re.compile(r"-?[\d,]+(\.\d+)?%?")
+
+
+def _numeric_columns(n: int, rows: Sequence[Sequence[str]]) -> list[bool]:
+    return [bool(rows) and all(_NUMBER.fullmatch(row[i]) for row in rows) for i in range(n)]
 
 
 def report_dir_for(run_id: str, report_dir: Path | None) -> Path:
     return report_dir if report_dir is not None else REPORTS / run_id
 
 
-def need_dsn(dsn: str | None, verb: str) -> str:
+def need_dsn(dsn: str | None, verb: str, *, spec: Path | None = None) -> str:
+    """The DSN `verb` works on, else a usage error. With `spec`, the spec is loaded first, so its own problems
+    (exit 2, FILE:LINE:COL) come before a missing database: its author fixes the file with no server at hand."""
+    if spec is not None:
+        load_spec(spec)
     if not dsn:
         raise UsageError(f"{verb} works on a HERA database: give --dsn DSN or set HERA_DSN "
                          "(an embedded server started for one command would be empty)")
@@ -333,16 +378,13 @@ def rollback_result(dsn: str, run_id: str, orgs: tuple[str, ...], console: Conso
             result = rollback_run(dsn, run_id, orgs=orgs, progress=sink)
     else:
         result = rollback_run(dsn, run_id, orgs=orgs)
-    table = Table(title=f"rollback of {run_id}: {result.status} in {result.seconds:.1f}s")
-    for col in ("organisation", "status", "originals restored", "reposts deleted", "reversals deleted",
-                "aliases restored", "entities", "conflicts", "verified"):
-        table.add_column(col)
-    for o in result.organizations:
-        table.add_row(o.organization_code, o.status, f"{o.originals_restored:,}", f"{o.reposts_deleted:,}",
-                      f"{o.reversals_deleted:,}", f"{o.aliases_restored:,}",
-                      ", ".join(f"{k} {v}" for k, v in sorted(o.entities.items()) if v) or "-",
-                      str(len(o.conflicts)), "yes" if o.verified else "NO")
-    console.print(table)
+    print_table(console, f"rollback of {run_id}: {result.status} in {result.seconds:.1f}s",
+                ["organisation", "status", "originals restored", "reposts deleted", "reversals deleted",
+                 "aliases restored", "entities", "conflicts", "verified"],
+                [[o.organization_code, o.status, f"{o.originals_restored:,}", f"{o.reposts_deleted:,}",
+                  f"{o.reversals_deleted:,}", f"{o.aliases_restored:,}",
+                  ", ".join(f"{k} {v}" for k, v in sorted(o.entities.items()) if v) or "-",
+                  str(len(o.conflicts)), "yes" if o.verified else "NO"] for o in result.organizations])
     for o in result.organizations:
         for c in o.conflicts[:20]:
             console.print(f"  REQUIRES_REVIEW {o.organization_code} {c.role} {c.transaction_id}: {c.reason}")
@@ -358,16 +400,14 @@ def status(dsn: str, run_id: str, console: Console, *, as_json: bool = False) ->
     if as_json:
         console.print_json(json.dumps(st.as_dict(), default=str))
         return EXIT_OK
-    table = Table(title=f"{run_id}: {st.status}")
-    for col in ("organisation", "status", "phase", "done / total", "migrated", "reversed+reposted", "aliased",
-                "quarantined", "chunks", "last chunk"):
-        table.add_column(col)
-    for o in st.organizations:
-        table.add_row(o.organization_code, o.status, o.phase or "-", f"{o.done:,} / {o.total:,}",
-                      f"{o.migrated + o.aliased:,}", f"{o.migrated:,}", f"{o.aliased:,}",
-                      f"{sum(o.quarantined.values()):,}", f"{o.chunks:,}",
-                      o.last_chunk_at.isoformat(timespec="seconds") if o.last_chunk_at else "-")
-    console.print(table)
+    print_table(console, f"{run_id}: {st.status}",
+                ["organisation", "status", "phase", "done / total", "migrated", "reversed+reposted", "aliased",
+                 "quarantined", "chunks", "last chunk"],
+                [[o.organization_code, o.status, o.phase or "-", f"{o.done:,} / {o.total:,}",
+                  f"{o.migrated + o.aliased:,}", f"{o.migrated:,}", f"{o.aliased:,}",
+                  f"{sum(o.quarantined.values()):,}", f"{o.chunks:,}",
+                  o.last_chunk_at.isoformat(timespec="seconds") if o.last_chunk_at else "-"]
+                 for o in st.organizations])
     return EXIT_OK
 
 

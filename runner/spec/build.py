@@ -9,7 +9,7 @@ from datetime import date, time
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from runner.spec.model import JSON, NOT_IN_SCHEMA, yaml_key
+from runner.spec.model import JSON, NOT_IN_SCHEMA, Threshold, yaml_key
 from runner.spec.problems import JsonPath
 
 T = TypeVar("T")
@@ -50,6 +50,12 @@ class Builder:
             return value
         if origin is tuple:
             return tuple(self.convert(args[0], v, (*path, i)) for i, v in enumerate(value))
+        if tp is Threshold:  # a value written as a scalar (5 or "0.5%"), not a mapping
+            try:
+                return Threshold.parse(value)
+            except ValueError as exc:
+                self.problems.append((path, str(exc)))
+                return None
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             return self.build(tp, value, path)
         if tp is bool or tp is str:

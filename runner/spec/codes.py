@@ -214,6 +214,39 @@ def glob_intersection(a: Glob, b: Glob) -> str | None:
     return None if found is None else ".".join(found)
 
 
+def _step(segments: tuple[str, ...], states: frozenset[int], symbol: str) -> frozenset[int]:
+    """The pattern as an automaton: state k = the first k elements matched; '**' loops on its end state."""
+    out: set[int] = set()
+    for k in states:
+        if k < len(segments) and segments[k] in ("*", "**", symbol):
+            out.add(k + 1)
+        if k > 0 and segments[k - 1] == "**":
+            out.add(k)
+    return frozenset(out)
+
+
+@lru_cache(maxsize=1024)
+def glob_contains(outer: Glob, inner: Glob) -> bool:
+    """True when every code `inner` matches, `outer` matches too (e.g. HERA.MFG.**.v1 contains
+    HERA.MFG.PROD.TXN.*.v1). Patterns tell segments apart only by the literals they name, so every other segment
+    is one symbol and the question is the containment of two regular languages over a finite alphabet: walk both
+    automata together and look for a code `inner` accepts and `outer` does not."""
+    o, i = outer.segments, inner.segments
+    alphabet = {s for s in (*o, *i) if s not in ("*", "**")} | {""}  # "" stands for any segment neither names
+    start = (frozenset({0}), frozenset({0}))
+    seen, todo = {start}, [start]
+    while todo:
+        si, so = todo.pop()
+        if len(i) in si and len(o) not in so:
+            return False
+        for symbol in alphabet:
+            nxt = (_step(i, si, symbol), _step(o, so, symbol))
+            if nxt[0] and nxt not in seen:  # inner can go on: a code it matches may still come
+                seen.add(nxt)
+                todo.append(nxt)
+    return True
+
+
 @lru_cache(maxsize=512)
 def compile_regex(text: str) -> re.Pattern[str]:
     """A spec regex: whole-code, case-insensitive match on the normalised code. Raises re.error."""

@@ -7,13 +7,16 @@ fails when they drift apart (names, required keys, defaults).
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from runner.errors import SpecError
 from runner.spec import codes
 
 KEY = "yaml_key"  # field metadata: the YAML key when it differs from the field name
@@ -105,6 +108,44 @@ class CodeSelector:
             return codes.bump_version(code, dna_target)
         return codes.expand(self.to, groups)
 
+    def narrower(self, other: CodeSelector) -> bool:
+        """True when every code this selector takes, `other` takes too, as far as it can be known without real
+        codes: a `from` lies inside whatever takes its code, a pattern inside a pattern that contains it; a regex
+        lies inside nothing (what it takes cannot be compared)."""
+        if self.from_ is not None:
+            return other.captures(self.from_) is not None
+        if self.match is not None and other.match is not None:
+            mine, _ = codes.parse_glob(self.match)
+            theirs, _ = codes.parse_glob(other.match)
+            return mine is not None and theirs is not None and codes.glob_contains(theirs, mine)
+        return False
+
+
+def narrowest(selectors: Sequence[CodeSelector]) -> int | None:
+    """THE precedence rule, for `check` and for every run-time resolution alike: among selectors that all take
+    one code, the position of the one lying strictly inside each of the others; None when there is none (two
+    overlap with neither inside the other, or they take exactly the same codes)."""
+    for k, sel in enumerate(selectors):
+        if all(sel.narrower(other) and not other.narrower(sel) for j, other in enumerate(selectors) if j != k):
+            return k
+    return None
+
+
+def select(selectors: Sequence[CodeSelector], code: str, where: str) -> int | None:
+    """The index of the selector that takes `code` (see `narrowest`); None when none does. Raises SpecError (exit
+    2) for a code taken by several with no narrowest one: only real codes can reveal that when a regex is
+    involved, and guessing would migrate a code under a mapping the spec does not single out."""
+    taking = [k for k, sel in enumerate(selectors) if sel.captures(code) is not None]
+    if len(taking) <= 1:
+        return taking[0] if taking else None
+    won = narrowest([selectors[k] for k in taking])
+    if won is None:
+        names = " and ".join(f"{where}/{k}" for k in taking)
+        raise SpecError([f"{codes.normalize(code)} is taken by {names} and none of them is narrower than the "
+                         "others (see 'Which mapping takes a code' in specs/README.md); narrow them or map the code "
+                         "with from"])
+    return taking[won]
+
 
 @dataclass(frozen=True, kw_only=True)
 class Mapping(CodeSelector):
@@ -130,13 +171,11 @@ class CodeRemap(CodeSelector):
     description: str = ""
 
 
-def remap_code(remaps: tuple[CodeRemap, ...], code: str, dna_target: str) -> str | None:
-    """The normalised new code from the first remap that takes `code`; None when no remap does."""
-    for remap in remaps:
-        target = remap.target_for(code, dna_target)
-        if target is not None:
-            return target
-    return None
+def remap_code(remaps: tuple[CodeRemap, ...], code: str, dna_target: str, where: str) -> str | None:
+    """The normalised new code from the remap that takes `code` (the narrowest, as for mappings); None when no
+    remap does."""
+    k = select(remaps, code, where)
+    return None if k is None else remaps[k].target_for(code, dna_target)
 
 
 # --- scope -----------------------------------------------------------------------------------------------------
@@ -204,6 +243,7 @@ class Transform:
 
 @dataclass(frozen=True, kw_only=True)
 class PostingRules:
+    FAMILY: ClassVar[str] = "posting_rules"
     description: str = ""
     entity_types: tuple[str, ...] = ("financial_policy",)
     fields: tuple[str, ...] = ("policy_config", "priority")
@@ -211,11 +251,12 @@ class PostingRules:
     transforms: tuple[Transform, ...] = ()
 
     def remap(self, code: str, dna_target: str) -> str | None:
-        return remap_code(self.smart_codes, code, dna_target)
+        return remap_code(self.smart_codes, code, dna_target, f"/entities/{self.FAMILY}/smart_codes")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FiscalPeriods:
+    FAMILY: ClassVar[str] = "fiscal_periods"
     description: str = ""
     entity_types: tuple[str, ...] = ("fiscal_period",)
     fields: tuple[str, ...] = ("period_status",)
@@ -223,7 +264,7 @@ class FiscalPeriods:
     transforms: tuple[Transform, ...] = ()
 
     def remap(self, code: str, dna_target: str) -> str | None:
-        return remap_code(self.smart_codes, code, dna_target)
+        return remap_code(self.smart_codes, code, dna_target, f"/entities/{self.FAMILY}/smart_codes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,13 +319,62 @@ class Execution:
 
 # --- validations -----------------------------------------------------------------------------------------------
 
+_PERCENT = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)%\Z")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Threshold:
+    """A check's threshold: a number of offending rows (`count`) or a percentage of the records the validation
+    checked (`percent`, of the level-1 records: per organisation for one organisation's result, of the whole run
+    for the check's result). Exactly one is set."""
+
+    count: int | None = None
+    percent: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("a threshold is a count or a percentage")
+
+    @classmethod
+    def parse(cls, value: int | str) -> Threshold:
+        """From YAML: a whole number, or text such as "0.5%". Raises ValueError for anything else or 0%."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(count=value)
+        m = _PERCENT.match(value) if isinstance(value, str) else None
+        try:
+            percent = Decimal(m.group(1)) if m else None
+        except InvalidOperation:
+            percent = None
+        if percent is None or not 0 < percent <= 100:
+            raise ValueError(f"{value!r} must be more than 0% and at most 100%" if percent is not None else
+                             f"{value!r} is not a number of rows or a percentage such as \"0.5%\"")
+        return cls(percent=percent)
+
+    def rows(self, checked: int | None) -> int:
+        """The number of offending rows from which the threshold is reached, given the checked records: a
+        percentage rounds up to whole rows and is never below one row; with nothing counted (None) it is one row,
+        as strict as it can be."""
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        if checked is None:
+            return 1
+        return max(1, math.ceil(self.percent * checked / 100))
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent}%"
+
+
+def as_threshold(value: Threshold | int) -> Threshold:
+    return value if isinstance(value, Threshold) else Threshold(count=value)
+
 
 @dataclass(frozen=True, kw_only=True)
 class BuiltinCheck:
     enabled: bool = True
     severity: Severity = "critical"
-    warn_threshold: int | None = None
-    error_threshold: int = 1
+    warn_threshold: Threshold | None = None
+    error_threshold: Threshold = Threshold(count=1)
 
     def params(self) -> dict[str, Any]:
         """The rule's own parameters (everything but the common switches)."""
@@ -382,29 +472,44 @@ class CustomCheck:
     sql: str
     level: Level = "record"
     severity: Severity = "critical"
-    warn_threshold: int | None = None
-    error_threshold: int = 1
+    warn_threshold: Threshold | None = None
+    error_threshold: Threshold = Threshold(count=1)
     timeout_seconds: float = 30.0
     enabled: bool = True
 
 
 @dataclass(frozen=True)
 class CheckDef:
-    """One check as the validation framework runs it, built-in or custom."""
+    """One check as the validation framework runs it, built-in or custom. A threshold given as an int is a count
+    (the harness's own checks, such as expected_effect_diff, write them so); read them through `warn`/`error`."""
 
     id: str
     kind: Literal["builtin", "custom"]
     level: Level
     severity: Severity
-    warn_threshold: int | None
-    error_threshold: int
+    warn_threshold: Threshold | int | None
+    error_threshold: Threshold | int
     params: dict[str, Any]
     sql: str | None = None
     timeout_seconds: float | None = None
 
+    @property
+    def warn(self) -> Threshold | None:
+        return None if self.warn_threshold is None else as_threshold(self.warn_threshold)
+
+    @property
+    def error(self) -> Threshold:
+        return as_threshold(self.error_threshold)
+
+    @property
+    def uses_percent(self) -> bool:
+        """A threshold is a percentage: the validation must count the checked records first."""
+        return any(t is not None and t.percent is not None for t in (self.warn, self.error))
+
 
 @dataclass(frozen=True, kw_only=True)
 class Validations:
+    include: tuple[str, ...] = ()  # check libraries as written; their checks are already in builtin and custom
     builtin: BuiltinChecks = BuiltinChecks()
     custom: tuple[CustomCheck, ...] = ()
 
@@ -476,15 +581,20 @@ class Spec:
     sha256: str = field(default="", compare=False, metadata={NOT_IN_SCHEMA: True})
 
     def resolve(self, code: str) -> Resolution | None:
-        """The mapping that takes the v1 `code` (case-insensitive, HERA's normal form) and its v2 code."""
-        for i, mapping in enumerate(self.mappings):
-            target = mapping.target_for(code, self.dna.target)
-            if target is not None:
-                return Resolution(i, mapping, codes.normalize(code), target)
-        return None
+        """The mapping that takes the v1 `code` (case-insensitive, HERA's normal form) and its v2 code: the
+        narrowest of those that take it (`select`, the rule `check` enforces). Raises SpecError for a code several
+        mappings take with none narrower than the others (possible only with a regex, which check cannot
+        compare without the real codes)."""
+        i = select(self.mappings, code, "/mappings")
+        if i is None:
+            return None
+        mapping = self.mappings[i]
+        target = mapping.target_for(code, self.dna.target)
+        assert target is not None  # select found that it takes the code
+        return Resolution(i, mapping, codes.normalize(code), target)
 
     def matching(self, code: str) -> list[int]:
-        """Indexes of every mapping that selects `code` (more than one is a spec error the DB coverage reports)."""
+        """Indexes of every mapping that selects `code` (resolve picks the narrowest of them)."""
         return [i for i, m in enumerate(self.mappings) if m.captures(code) is not None]
 
     def tier_counts(self) -> dict[Tier, int]:

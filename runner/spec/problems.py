@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 JsonPath = tuple[str | int, ...]
+Severity = Literal["error", "warning"]
 
 
 def pointer(path: JsonPath) -> str:
@@ -22,19 +24,21 @@ class Loc:
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem. `path` None means a YAML syntax problem (no JSON pointer exists yet)."""
+    """One problem. `path` None means a YAML syntax problem (no JSON pointer exists yet). A warning does not make
+    the file fail (`check` exits 0); it is shown as `FILE:LINE:COL: warning: /pointer: message`."""
 
     file: str
     loc: Loc
     path: JsonPath | None
     message: str
     context: str = ""  # numbered source lines for YAML syntax errors
+    severity: Severity = "error"
 
     def sort_key(self) -> tuple[int, int, str, str]:
         return (self.loc.line, self.loc.col, pointer(self.path) if self.path is not None else "", self.message)
 
     def render(self) -> str:
-        where = f"{self.file}:{self.loc.line}:{self.loc.col}"
+        where = f"{self.file}:{self.loc.line}:{self.loc.col}" + (": warning" if self.severity == "warning" else "")
         head = f"{where}: {self.message}" if self.path is None else f"{where}: {pointer(self.path)}: {self.message}"
         return f"{printable(head)}\n{self.context}" if self.context else printable(head)
 
@@ -80,6 +84,12 @@ class SourceMap:
         if start is not None and line == 0:
             return Loc(start.line, start.col + col)
         return self.value(path)
+
+
+def in_order(problems: list[Problem], files: list[str]) -> list[Problem]:
+    """By file (in the order given: the spec, then its check libraries), then by position."""
+    rank = {f: n for n, f in enumerate(files)}
+    return sorted(problems, key=lambda p: (rank.get(p.file, len(rank)), p.file, *p.sort_key()))
 
 
 def render_all(problems: list[Problem]) -> list[str]:

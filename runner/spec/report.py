@@ -16,9 +16,16 @@ class Report:
         where = loc or (self.source.key(path) if key else self.source.value(path))
         self.problems.append(Problem(self.display, where, path, message))
 
+    def warn(self, path: JsonPath, message: str) -> None:
+        """Something `check` accepts but QA should know (the file still passes)."""
+        self.problems.append(Problem(self.display, self.source.value(path), path, message, severity="warning"))
+
     def line(self, path: JsonPath) -> int:
         return self.source.value(path).line
 
     def where(self, path: JsonPath) -> str:
         """"line N" when the node is written in the file, else "the default"."""
         return f"line {self.source.values[path].line}" if path in self.source.values else "the default"
+
+    def written(self, path: JsonPath) -> bool:
+        return path in self.source.values

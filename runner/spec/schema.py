@@ -39,10 +39,14 @@ def load_schema() -> dict[str, Any]:
 
 
 @cache
-def _validator() -> Draft202012Validator:
+def _validator(definition: str | None = None) -> Draft202012Validator:
+    """The validator of a whole spec, or of one of the schema's $defs (a check library is `checkLibrary`)."""
     schema = load_schema()
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    if definition is None:
+        return Draft202012Validator(schema)
+    return Draft202012Validator({"$schema": schema["$schema"], "$defs": schema["$defs"],
+                                 "$ref": f"#/$defs/{definition}"})
 
 
 def resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -54,10 +58,11 @@ def resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
-def validate(data: Any, source: SourceMap, display: str) -> list[Problem]:
-    """Every schema problem of `data`, located through `source`, deduplicated."""
+def validate(data: Any, source: SourceMap, display: str, definition: str | None = None) -> list[Problem]:
+    """Every schema problem of `data` (a spec, or the $defs `definition`), located through `source`,
+    deduplicated."""
     out: dict[tuple[Any, ...], Problem] = {}
-    for error in _validator().iter_errors(data):
+    for error in _validator(definition).iter_errors(data):
         for path, at_key, message in _explain(error, data, source):
             loc = source.key(path) if at_key else source.value(path)
             problem = Problem(display, loc, path, message)
@@ -137,6 +142,10 @@ def _explain(error: ValidationError, data: Any, source: SourceMap) -> Iterator[t
         why = _NOT_WITH.get(str(trigger), "") if trigger else ""
         yield ((*path, key), True, f"'{key}' cannot be used together with '{trigger}'" + (f": {why}" if why else "")
                if trigger else f"'{key}' is not allowed here")
+    elif kind == "type" and schema.get("title") == "threshold":
+        hint = (f'; write a percentage as "{source.raw.get(path, value)}%"' if isinstance(value, float) else "")
+        yield (path, False, f"expected a whole number of offending rows or a percentage such as \"0.5%\", got "
+                            f"{_describe(value, source.raw.get(path))}{hint}")
     elif kind == "type":
         yield (path, False, _type_message(expected, value, source.raw.get(path)))
     elif kind in ("enum", "const"):
@@ -154,6 +163,8 @@ def _explain(error: ValidationError, data: Any, source: SourceMap) -> Iterator[t
             if key in seen:
                 yield ((*path, i), False, f"{_short(item)} is listed twice (also item {seen[key]}); list it once")
             seen.setdefault(key, i)
+    elif kind == "minimum" and schema.get("title") == "threshold" and not isinstance(value, int):
+        return  # a fraction: the type problem says what to write instead
     elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         words = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "greater than",
                  "exclusiveMaximum": "less than"}[kind]

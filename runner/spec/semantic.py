@@ -22,11 +22,24 @@ from runner.spec.model import (
     OrganizationConfig,
     PostingRules,
     Scope,
+    Threshold,
     Transform,
 )
 from runner.spec.problems import JsonPath, pointer
 from runner.spec.report import Report
 from runner.spec.semantic_codes import check_selectors
+
+
+@dataclass
+class CheckSource:
+    """Checks written in one file: the spec's validations section (base ("validations",)) or an included check
+    library (base ()). Problems are reported in that file, at paths under `base`."""
+
+    report: Report
+    base: JsonPath
+    builtin: BuiltinChecks | None = None  # None: not checkable
+    builtin_written: list[str] = field(default_factory=list)  # the built-ins this file configures
+    custom: list[tuple[int, CustomCheck]] = field(default_factory=list)
 
 
 @dataclass
@@ -40,9 +53,11 @@ class Parts:
     entities: dict[str, PostingRules | FiscalPeriods | OrganizationConfig] = field(default_factory=dict)
     entities_complete: bool = False
     execution: Execution | None = None
-    builtin: BuiltinChecks | None = None
+    builtin: BuiltinChecks | None = None  # the spec's own section
     custom: list[tuple[int, CustomCheck]] = field(default_factory=list)
     alerts: Alerts | None = None
+    libraries: list[CheckSource] = field(default_factory=list)  # included check libraries, in include order
+    builtin_written: list[str] = field(default_factory=list)  # the built-ins the spec's own section configures
 
 
 def run(report: Report, parts: Parts) -> None:
@@ -54,14 +69,14 @@ def run(report: Report, parts: Parts) -> None:
         report.add((), "the spec migrates nothing: add mappings or entity migrations")
     for family, model in parts.entities.items():
         _entities(report, parts.dna, family, model)
+    sources = [CheckSource(report, ("validations",), parts.builtin, parts.builtin_written, parts.custom),
+               *parts.libraries]
     if parts.scope is not None:
-        _scope(report, parts.scope, parts.builtin)
+        _scope(report, parts.scope, _effective(sources, "closed_period_untouched"))
     if parts.execution is not None:
         _execution(report, parts.execution, parts.alerts)
-    if parts.builtin is not None:
-        for name, rule in parts.builtin.items():
-            _thresholds(report, ("validations", "builtin", name), rule.warn_threshold, rule.error_threshold)
-    _custom(report, parts.custom)
+    _builtins(sources)
+    _custom(sources)
     if parts.alerts is not None:
         _alerts(report, parts.alerts)
 
@@ -83,6 +98,11 @@ def _dna(report: Report, dna: Dna) -> None:
 
 
 # --- scope -----------------------------------------------------------------------------------------------------
+
+
+def _effective(sources: list[CheckSource], name: str) -> BuiltinChecks | None:
+    """The built-in settings that hold for check `name`: from the file that configures it, else the spec's."""
+    return next((s.builtin for s in sources if name in s.builtin_written), sources[0].builtin)
 
 
 def _scope(report: Report, scope: Scope, builtin: BuiltinChecks | None) -> None:
@@ -195,26 +215,68 @@ def _zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-def _thresholds(report: Report, path: JsonPath, warn: int | None, error: int) -> None:
-    if warn is not None and warn >= error:
-        report.add((*path, "warn_threshold"), f"warn_threshold ({warn}) must be lower than error_threshold ({error}): "
-                                              "from warn_threshold offending rows the check warns, from "
-                                              "error_threshold it fails")
+def _thresholds(report: Report, path: JsonPath, warn: Threshold | None, error: Threshold | None) -> None:
+    """The warning band must be reachable. Two counts or two percentages compare directly; a count and a
+    percentage compare only against the number of checked records, so they may be mixed freely (warn_threshold:
+    1 with error_threshold: "0.5%": warn from the first row, fail from 0.5 %) -- except under error_threshold 1,
+    which fails from the first row, so nothing is left to warn about."""
+    if warn is None or error is None:
+        return
+    error_at = f"error_threshold ({error})" if report.written((*path, "error_threshold")) else \
+        f"error_threshold is {error} (the default)"
+    if (warn.count is not None and error.count is not None and warn.count >= error.count) or \
+            (warn.percent is not None and error.percent is not None and warn.percent >= error.percent):
+        if report.written((*path, "error_threshold")):
+            report.add((*path, "warn_threshold"), f"warn_threshold ({warn}) must be lower than {error_at}: from "
+                                                  "warn_threshold offending rows the check warns, from "
+                                                  "error_threshold it fails")
+        else:
+            report.add((*path, "warn_threshold"), f"warn_threshold ({warn}) is never reached: {error_at}, so the "
+                                                  "check fails from the first offending row; set error_threshold "
+                                                  "above it, or use severity: warning to report without failing")
+    elif warn.percent is not None and error.count == 1:
+        report.add((*path, "warn_threshold"), f"warn_threshold ({warn}) is never reached: {error_at}, so the check "
+                                              "fails from the first offending row; set error_threshold above 1 "
+                                              "(or a percentage), or drop warn_threshold")
 
 
-def _custom(report: Report, custom: list[tuple[int, CustomCheck]]) -> None:
-    ids: dict[str, int] = {}
-    for i, check in custom:
-        base: JsonPath = ("validations", "custom", i)
-        if check.id in BUILTIN_LEVELS:
-            report.add((*base, "id"), f"'{check.id}' is the name of a built-in check; choose another id")
-        elif check.id in ids:
-            report.add((*base, "id"), f"id '{check.id}' is already used by "
-                                      f"{pointer(('validations', 'custom', ids[check.id]))} "
-                                      f"(line {report.line(('validations', 'custom', ids[check.id]))})")
-        ids.setdefault(check.id, i)
-        _thresholds(report, base, check.warn_threshold, check.error_threshold)
-        _sql(report, (*base, "sql"), check)
+def _builtins(sources: list[CheckSource]) -> None:
+    """Thresholds of every built-in a file configures; each built-in is configured in one file only."""
+    first: dict[str, CheckSource] = {}
+    for src in sources:
+        if src.builtin is None:
+            continue
+        for name, rule in src.builtin.items():
+            path: JsonPath = (*src.base, "builtin", name)
+            _thresholds(src.report, path, rule.warn_threshold, rule.error_threshold)
+            if name not in src.builtin_written:
+                continue
+            prev = first.setdefault(name, src)
+            if prev is not src:
+                prev_path: JsonPath = (*prev.base, "builtin", name)
+                src.report.add(path, f"{name} is already configured by {pointer(prev_path)} "
+                                     f"({prev.report.display}, line {prev.report.line(prev_path)}); configure a "
+                                     "built-in check in one file only", key=True)
+
+
+def _custom(sources: list[CheckSource]) -> None:
+    """Ids are unique across the spec and its check libraries; every check's thresholds and SQL."""
+    ids: dict[str, tuple[CheckSource, int]] = {}
+    for src in sources:
+        for i, check in src.custom:
+            report = src.report
+            base: JsonPath = (*src.base, "custom", i)
+            if check.id in BUILTIN_LEVELS:
+                report.add((*base, "id"), f"'{check.id}' is the name of a built-in check; choose another id")
+            elif check.id in ids:
+                other, k = ids[check.id]
+                where: JsonPath = (*other.base, "custom", k)
+                shown = f"line {other.report.line(where)}" if other is src else \
+                    f"{other.report.display}, line {other.report.line(where)}"
+                report.add((*base, "id"), f"id '{check.id}' is already used by {pointer(where)} ({shown})")
+            ids.setdefault(check.id, (src, i))
+            _thresholds(report, base, check.warn_threshold, check.error_threshold)
+            _sql(report, (*base, "sql"), check)
 
 
 def _sql(report: Report, path: JsonPath, check: CustomCheck) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runner.spec import codes
-from runner.spec.model import CodeSelector, Dna, LineOverride, Mapping
+from runner.spec.model import CodeSelector, Dna, LineOverride, Mapping, narrowest
 from runner.spec.problems import JsonPath, SourceMap
 from runner.spec.report import Report
 
@@ -136,10 +136,23 @@ def _target(report: Report, dna: Dna | None, sel: CodeSelector, path: JsonPath, 
                           f"end in .{dna.target}")
     if sample is not None and sel.from_ is not None and target == sample:
         report.add(where, "maps a code to itself")
+    if sel.to is not None and (dna is None or codes.version_of(target) == dna.target):
+        _normal_form(report, to_path, sel.to)
     return target
 
 
+def _normal_form(report: Report, path: JsonPath, code: str) -> None:
+    """A target QA wrote in another case than HERA stores: valid (it is normalised), but what is written to the
+    database should not differ from what the spec says without a word."""
+    normal = codes.normalize(code)
+    if normal != code:
+        report.warn(path, f"{code} is written as {normal} (HERA stores smart codes upper-case with a lower-case "
+                          "version); write it that way")
+
+
 def _overlaps(report: Report, items: list[_Item], what: str) -> None:
+    """Every v1 code is taken by one selector, or by the narrowest of several (model.narrowest, the rule every
+    resolution applies); two `from` for one code, and overlaps with no narrowest selector, are problems."""
     first_exact: dict[str, _Item] = {}
     repeated: set[int] = set()
     for it in items:
@@ -159,8 +172,20 @@ def _overlaps(report: Report, items: list[_Item], what: str) -> None:
             example = _overlap(a, b)
             if example is None or (a.sel.from_ is not None and b.sel.from_ is not None):
                 continue
-            report.add(b.selector_path, f"overlaps {_where(report.source, a.path)}: {example} would be mapped by both; "
-                                        f"a v1 {what} code may be mapped only once (narrow the pattern or drop one)")
+            if narrowest([a.sel, b.sel]) is not None:
+                continue  # the narrower one takes the shared codes: the rule every resolution applies
+            if a.sel.narrower(b.sel) and b.sel.narrower(a.sel):
+                why = (f"both take the same codes (e.g. {example}), so neither is narrower than the other; keep one "
+                       "of them")
+            elif a.regex is not None or b.regex is not None:
+                why = (f"{example} would be mapped by both, and a regex is never narrower or broader than another "
+                       "selector (only a from wins over it); turn the regex into a pattern, or take the shared "
+                       "codes out of one of them")
+            else:
+                why = (f"{example} would be mapped by both, and neither is narrower than the other (a pattern wins "
+                       "only over a broader one that contains it); narrow one so that it lies inside the other, or "
+                       f"map the shared codes with from")
+            report.add(b.selector_path, f"overlaps {_where(report.source, a.path)}: {why}")
 
 
 def _overlap(a: _Item, b: _Item) -> str | None:
@@ -225,6 +250,8 @@ def _lines(report: Report, dna: Dna | None, mapping: Mapping, path: JsonPath) ->
         lp = (*path, "lines", j)
         if dna and codes.version_of(ov.to) != dna.target:
             report.add((*lp, "to"), f"the line code ends in .{codes.version_of(ov.to)} but dna.target is {dna.target}")
+        elif codes.is_strict(ov.to):
+            _normal_form(report, (*lp, "to"), ov.to)
         if ".GL." in codes.normalize(ov.to) and ov.side is None:
             report.add((*lp, "to"), f"{ov.to} is a GL line code: HERA requires line_data.side on such lines "
                                     "(chk_gl_side_required), so restrict this override with side: DR or side: CR")

@@ -22,7 +22,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import BaseResolver
-from yaml.scanner import Scanner
+from yaml.scanner import Scanner, ScannerError
+from yaml.tokens import ScalarToken, StreamEndToken
 
 from runner.spec.problems import JsonPath, Loc, Problem, SourceMap
 
@@ -80,6 +81,14 @@ def _tag_name(tag: str) -> str:
     return "!!" + tag[len(_T):] if tag.startswith(_T) else tag
 
 
+def _tag_problem(tag: str) -> str:
+    name = _tag_name(tag)
+    if name.lower().startswith("!include"):  # what other YAML tools use to pull in a file
+        return (f"{name} is not supported: list check library files under validations.include (paths relative to "
+                "the spec; see 'Check libraries' in specs/README.md)")
+    return f"unsupported YAML tag {name}"
+
+
 def _loc(mark: Any) -> Loc:
     return Loc(mark.line + 1, mark.column + 1)
 
@@ -133,11 +142,11 @@ class _Converter:
         try:
             if isinstance(node, SequenceNode):
                 if node.tag != SEQ:
-                    self.problem(loc, path, f"unsupported YAML tag {_tag_name(node.tag)}")
+                    self.problem(loc, path, _tag_problem(node.tag))
                 return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
             if isinstance(node, MappingNode):
                 if node.tag != MAP:
-                    self.problem(loc, path, f"unsupported YAML tag {_tag_name(node.tag)}")
+                    self.problem(loc, path, _tag_problem(node.tag))
                 return self.mapping(node, path, depth)
         finally:
             self.active.discard(id(node))
@@ -182,7 +191,8 @@ class _Converter:
                 self.problem(loc, path, f"{text!r} is not a finite number")
                 return None
             return value
-        self.problem(loc, path, f"unsupported YAML tag {_tag_name(tag)}; a spec uses plain YAML values only")
+        self.problem(loc, path, _tag_problem(tag) + ("" if _tag_name(tag).lower().startswith("!include") else
+                                                     "; a spec uses plain YAML values only"))
         return None
 
     def _text_position(self, node: ScalarNode, path: JsonPath) -> None:
@@ -252,8 +262,50 @@ class _TooBig(Exception):
     pass
 
 
-def parse_yaml(text: str, display: str) -> YamlDocument:
-    """Parse spec text. Problems carry `display` as the file name."""
+# A line YAML would read as structure (a `key:` or a list item): a quoted string that swallowed one was not closed.
+_STRUCTURE = re.compile(r"\s*(?:-\s+)?[A-Za-z_$][\w.$-]*\s*:(?:\s|$)|\s*-\s")
+
+
+def _unterminated_quote(text: str, lines: list[str], exc: yaml.MarkedYAMLError) -> Problem | None:
+    """The problem to show when `exc` comes from a quote that was never closed: at the opening quote, where the
+    broken token starts, rather than where YAML finally gave up (often many lines further on)."""
+    if isinstance(exc, ScannerError) and exc.context == "while scanning a quoted scalar" and \
+            exc.context_mark is not None and "end of stream" in (exc.problem or ""):
+        start = exc.context_mark
+        return Problem("", _loc(start), None, "YAML syntax error: unterminated quoted string starting here: the quote "
+                       f"is never closed, so it runs to the end of the file; close it on line {start.line + 1}")
+    stop = exc.problem_mark
+    if stop is None:
+        return None
+    last: ScalarToken | None = None
+    try:  # scan again, up to where YAML stopped, and remember the last quoted string
+        scanner = _Loader(text)
+        try:
+            while True:
+                token = scanner.get_token()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+                if token is None or isinstance(token, StreamEndToken) or token.start_mark.index >= stop.index:
+                    break
+                if isinstance(token, ScalarToken) and token.style in ("'", '"'):
+                    last = token
+        finally:
+            scanner.dispose()
+    except yaml.YAMLError:
+        pass
+    if last is None or last.end_mark.line == last.start_mark.line or last.end_mark.line != stop.line:
+        return None
+    swallowed = lines[last.start_mark.line + 1:last.end_mark.line + 1]
+    if not any(_STRUCTURE.match(line) for line in swallowed):
+        return None  # a string over several lines on purpose
+    start, end = last.start_mark, last.end_mark
+    return Problem("", _loc(start), None,
+                   f"YAML syntax error: unterminated quoted string starting here: it runs on to line {end.line + 1}, "
+                   f"column {end.column}, where the next {last.style} closes it, swallowing the lines between (YAML "
+                   f"stops at line {stop.line + 1}, column {stop.column + 1}: {exc.problem}); close the quote on "
+                   f"line {start.line + 1}")
+
+
+def parse_yaml(text: str, display: str, empty: str = "a spec needs at least name, version and owner") -> YamlDocument:
+    """Parse spec text. Problems carry `display` as the file name; `empty` says what an empty file lacks."""
     lines = text.splitlines()
     source = SourceMap()
     try:
@@ -263,6 +315,11 @@ def parse_yaml(text: str, display: str) -> YamlDocument:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
+        quote = _unterminated_quote(text, lines, exc)
+        if quote is not None:
+            line0, col0 = quote.loc.line - 1, quote.loc.col - 1
+            problem = Problem(display, quote.loc, None, quote.message, syntax_context(lines, line0, col0))
+            return YamlDocument(None, source, [problem], ok=False)
         mark = exc.problem_mark or exc.context_mark
         line0, col0 = (mark.line, mark.column) if mark is not None else (0, 0)
         message = f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
@@ -286,8 +343,7 @@ def parse_yaml(text: str, display: str) -> YamlDocument:
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         return YamlDocument(None, source, [Problem(display, Loc(1, 1), None, f"YAML syntax error: {why}")], ok=False)
     if root is None or (isinstance(root, ScalarNode) and root.tag == NULL and root.value == ""):  # or only '---'
-        return YamlDocument(None, source, [Problem(display, Loc(1, 1), (), "the file is empty; a spec needs at least "
-                                                   "name, version and owner")], ok=False)
+        return YamlDocument(None, source, [Problem(display, Loc(1, 1), (), f"the file is empty; {empty}")], ok=False)
     conv = _Converter(display, lines)
     try:
         data = conv.convert(root, (), 0)
@@ -303,9 +359,17 @@ def read_yaml(path: Path, display: str) -> YamlDocument:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return YamlDocument(None, SourceMap(), [Problem(display, Loc(1, 1), None, f"cannot read the file: {reason}")],
-                            ok=False)
+        return YamlDocument(None, SourceMap(), [Problem(display, Loc(1, 1), None,
+                                                        f"cannot read the file: {unreadable(exc)}")], ok=False)
+    return parse_bytes(raw, display)
+
+
+def unreadable(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def parse_bytes(raw: bytes, display: str, empty: str = "a spec needs at least name, version and owner") -> YamlDocument:
+    """Parse a file's bytes (size limit, UTF-8, YAML); `sha256` is of these bytes."""
     if len(raw) > MAX_BYTES:
         return YamlDocument(None, SourceMap(), [Problem(display, Loc(1, 1), None, f"the file is {len(raw)} bytes; a "
                                                         f"spec may be at most {MAX_BYTES} bytes")], ok=False)
@@ -317,6 +381,6 @@ def read_yaml(path: Path, display: str) -> YamlDocument:
         col = len(before) - (before.rfind(b"\n") + 1) + 1
         return YamlDocument(None, SourceMap(), [Problem(display, Loc(line, col), None, f"the file is not UTF-8 text "
                                                         f"(byte 0x{raw[exc.start]:02x})")], ok=False)
-    doc = parse_yaml(text, display)
+    doc = parse_yaml(text, display, empty)
     doc.sha256 = hashlib.sha256(raw).hexdigest()
     return doc

@@ -63,6 +63,20 @@ class OrgResult:
             "reversal_twins": self.truth.reversal_twins, "seconds": round(self.seconds, 3),
         }
 
+    def by_code(self) -> tuple[list[str], list[list[str]]]:
+        """What was generated per v1 header code, as (columns, rows) of a table: original headers, the open ones
+        by status, the rest by fate (in a closed period, reversed with a `-REV` twin, voided), and a total."""
+        codes = sorted(self.truth.by_code.items())
+        statuses = sorted({s for _, t in codes for s in t.open_by_status})
+        columns = ["v1 code", "headers", *(f"open {s}" for s in statuses), "in closed periods", "reversed", "voided"]
+
+        def row(name: str, ts: list[ledger.CodeTruth]) -> list[str]:
+            counts = [sum(t.originals for t in ts), *(sum(t.open_by_status.get(s, 0) for t in ts) for s in statuses),
+                      sum(t.closed for t in ts), sum(t.reversed for t in ts), sum(t.voided for t in ts)]
+            return [name, *(f"{n:,}" for n in counts)]
+
+        return columns, [*(row(code, [t]) for code, t in codes), row("total", [t for _, t in codes])]
+
 
 @dataclass
 class GenerationResult:

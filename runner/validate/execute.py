@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from runner.compile import Statement, render
-from runner.compile.custom import custom_text, positional
+from runner.compile.custom import custom_statement
 from runner.errors import DatabaseError
 from runner.spec.model import CheckDef
 from runner.validate.outcome import OrgCheck, errored, tally
@@ -131,7 +131,7 @@ class Session:
         t0 = time.monotonic()
         org_param = uuid.UUID(organization_id) if organization_id else None
         try:
-            text, params = positional(custom_text(check.sql or ""), {"run_id": run_id, "organization_id": org_param})
+            stmt = custom_statement(check, run_id, org_param)
         except (ValueError, KeyError) as exc:
             return errored(organization_id, f"the check's SQL cannot be parameterised: {exc}")
         try:
@@ -139,7 +139,7 @@ class Session:
                 self._settings(_timeout_ms(check.timeout_seconds), "on")
                 with psycopg.RawServerCursor(self.conn, self._name()) as cur:
                     cur.itersize = ITERSIZE
-                    cur.execute(text, params)
+                    cur.execute(stmt.text, list(stmt.params.values()))  # $1, $2, ... in order
                     names = [(d.name or "").lower() for d in (cur.description or [])]
                     missing = [c for c in REQUIRED_COLUMNS if c not in names]
                     if missing:

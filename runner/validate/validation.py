@@ -70,10 +70,19 @@ def _tb_params(spec: Spec) -> tuple[Decimal, bool]:
     return Decimal(str(params.get("tolerance", "0"))), bool(params.get("by_currency", True))
 
 
+def _checked_records(session: Session, spec: Spec, run_id: str, org_ids: list[str]) -> dict[str, int] | None:
+    """The level-1 records per organisation (the rows records.level1 will judge, in the same snapshot): what a
+    percentage threshold is a percentage of. Counted only when some check has one, since it reads them all."""
+    if not any(check.uses_percent for check in spec.validations.checks()):
+        return None
+    return {org: sum(1 for _ in session.stream(builtin.helper("records", run_id, org_id=org))) for org in org_ids}
+
+
 class _Validation:
     def __init__(self, spec: Spec, run_id: str, session: Session, orgs: list[tuple[str, str]],
-                 snap: Path | None) -> None:
+                 snap: Path | None, checked: dict[str, int] | None = None) -> None:
         self.spec, self.run_id, self.session, self.orgs, self.snap = spec, run_id, session, orgs, snap
+        self.checked = checked  # records per organisation for percentage thresholds (None: not counted)
         self.org_ids = [o for o, _ in orgs]
         self.resolved = {org: builtin.Resolved.build(spec, self.session.rows(
             builtin.helper("run_codes", run_id, org_id=org))) for org in self.org_ids}
@@ -85,10 +94,10 @@ class _Validation:
             description = next((c.description for c in self.spec.validations.custom if c.id == check.id), "")
             per = ([self.session.custom(check, self.run_id, None)] if check.level == "system"
                    else [self.session.custom(check, self.run_id, org) for org in self.org_ids])
-            return combine(check, description, per, seconds=time.monotonic() - t0)
+            return combine(check, description, per, seconds=time.monotonic() - t0, checked=self.checked)
         if check.id == "trial_balance_unchanged" and self.snap is not None:
             return combine(check, description, self._tb_snapshot(check), source="snapshot",
-                           seconds=time.monotonic() - t0)
+                           seconds=time.monotonic() - t0, checked=self.checked)
         if check.level == "system":
             stmt = builtin.statement(check, self.spec, self.run_id, builtin.Resolved(), org_ids=self.org_ids)
             per = [self.session.builtin(check, stmt, None)]
@@ -99,7 +108,7 @@ class _Validation:
         if check.id == "alias_only_metadata" and self.snap is not None:
             source = "postgresql+snapshot"
             self._alias_snapshot(check, per)
-        return combine(check, description, per, source=source, seconds=time.monotonic() - t0)
+        return combine(check, description, per, source=source, seconds=time.monotonic() - t0, checked=self.checked)
 
     def _tb_snapshot(self, check: CheckDef) -> list[OrgCheck]:
         assert self.snap is not None
@@ -189,7 +198,7 @@ def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run: Ru
     summaries: dict[str, dict[str, Any]] = {}
     per_org_records: dict[str, records.OrgRecords] = {}
     with connect(dsn) as conn, Session(conn) as session:
-        validation = _Validation(spec, run_id, session, orgs, snap)
+        validation = _Validation(spec, run_id, session, orgs, snap, _checked_records(session, spec, run_id, org_ids))
         outcomes = [validation.run(check) for check in spec.validations.checks()]
         diff_check = effects.outcome(diff_section)
         if diff_check is not None:

@@ -178,3 +178,122 @@ def test_plan_runs_read_only(db_dsn: str, spec: Spec, monkeypatch: pytest.Monkey
     build_plan(db_dsn, spec)
 
 
+
+
+# --- the estimate: rates measured on the database, in a transaction that is rolled back ---------------------------
+
+def test_calibration_measures_both_tiers_and_leaves_the_database_unchanged(db_dsn: str, spec: Spec) -> None:
+    generate(db_dsn, size="small", seed=27)
+    before = fingerprint(db_dsn)
+    plan = build_plan(db_dsn, spec)
+    assert fingerprint(db_dsn) == before  # every row of the six tables, byte for byte
+    cal = plan.calibration
+    assert cal is not None and cal.attempted
+    for tier, rate in cal.rates.items():
+        assert rate.measured, (tier, rate.reason)
+        assert rate.samples > 0 and rate.seconds > 0 and rate.rate > 0
+        assert rate.low <= rate.rate <= rate.high
+        assert rate.statement_low is not None and rate.statement_rate is not None
+        assert rate.statement_low <= rate.statement_rate <= (rate.statement_high or 0)
+        assert rate.basis().startswith(f"{tier}: measured on this database")
+    org = plan.organizations[0]
+    assert 0 < org.estimate_seconds_low <= org.estimate_seconds <= org.estimate_seconds_high
+    doc = json.loads(plan.to_json())
+    assert doc["estimate_basis"] == plan.rates  # kept for compatibility: the central rate per tier
+    est = doc["estimate"]
+    assert est["seconds_low"] <= est["seconds"] <= est["seconds_high"] and est["calibration_rolled_back"]
+    assert {t: b["measured"] for t, b in est["basis"].items()} == {"reverse_repost": True, "reporting_alias": True}
+    # The session is gone: no transaction of the calibration is left open on the server.
+    with connect(db_dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+                           ("hera-migrate plan-calibration%",)).fetchone()
+    assert row is not None and row[0] == 0
+
+
+def test_no_calibrate_executes_no_write(db_dsn: str, spec: Spec, monkeypatch: pytest.MonkeyPatch) -> None:
+    generate(db_dsn, size="small", seed=28)
+    import runner.plan as plan_module
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("calibrate=False must not open the calibration's read-write transaction")
+
+    monkeypatch.setattr(plan_module, "calibrate_rates", refuse)
+    plan = build_plan(db_dsn, spec, calibrate=False)
+    assert plan.calibration is not None and not plan.calibration.attempted
+    for tier, rate in plan.calibration.rates.items():
+        assert not rate.measured and rate.reason and "--no-calibrate" in rate.reason
+        assert rate.rate == rate.low == rate.high == plan_module.DEFAULT_RATES[tier]
+        assert rate.basis().startswith(f"{tier}: not measured (--no-calibrate")
+    assert plan.organizations[0].estimate_seconds > 0
+
+
+def test_read_only_database_plans_and_calibration_falls_back(db_dsn: str, spec: Spec) -> None:
+    """A database that refuses writes (as a standby or a read-only user would): plan still works; with calibration
+    it falls back to the default rates and says why instead of failing."""
+    generate(db_dsn, size="small", seed=29)
+    before = fingerprint(db_dsn)
+    name = psycopg.conninfo.conninfo_to_dict(db_dsn)["dbname"]
+    with connect(db_dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')  # for new sessions
+    strict = build_plan(db_dsn, spec, calibrate=False)
+    assert strict.organizations[0].candidates() > 0
+    tried = build_plan(db_dsn, spec)
+    assert tried.calibration is not None
+    for rate in tried.calibration.rates.values():
+        assert not rate.measured and rate.reason and "accepts no writes" in rate.reason
+        assert rate.basis().startswith(f"{rate.tier}: not measured (the database accepts no writes")
+    assert tried.organizations[0].estimate_seconds == strict.organizations[0].estimate_seconds
+    assert fingerprint(db_dsn) == before
+
+
+def test_estimate_brackets_the_real_migrate_phase(db_dsn: str, spec: Spec, tmp_path: Path) -> None:
+    from runner import pipeline
+
+    generate(db_dsn, size="small", seed=30)
+    plan = build_plan(db_dsn, spec)
+    assert plan.calibration is not None and all(r.measured for r in plan.calibration.rates.values())
+    low, high = plan.estimate_range()
+    out = pipeline.run(db_dsn, PHASE7, pipeline.RunOptions(now=True, live_seconds=None, report_dir=tmp_path,
+                                                           baseline_seconds=0.0),
+                       pipeline.make_console(), progress=False)
+    assert out.exit_code == 0
+    migrated = out.results["performance"]["phases"]["migrate"]
+    # A loose bound on purpose: the calibration times ~20 rows per tier for a fraction of a second, the run a few
+    # seconds of chunks, both on a shared 2-core machine where other jobs shift either by a factor. The old fixed
+    # rates were off by 30x (issue 14); a factor of 3 either side still catches that, not noise.
+    assert low / 3 <= migrated <= high * 3, (low, high, migrated, [r.basis() for r in plan.calibration.rates.values()])
+
+
+def test_interrupted_or_failing_calibration_leaves_nothing(db_dsn: str, spec: Spec,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after the first batch has written: the exception goes through and nothing of the batch remains. A tier
+    whose statement fails falls back alone, with the error as its reason; the other stays measured."""
+    generate(db_dsn, size="small", seed=31)
+    before = fingerprint(db_dsn)
+    import runner.plan as plan_module
+
+    real = plan_module._time_batch
+
+    def interrupted(*args: Any) -> float:
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan_module, "_time_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_plan(db_dsn, spec)
+    assert fingerprint(db_dsn) == before
+
+    def alias_denied(conn: psycopg.Connection[Any], spec: Spec, org_id: str, tier: str, batch: list[Any]) -> float:
+        seconds = real(conn, spec, org_id, tier, batch)  # the batch has written
+        if tier == "reporting_alias":
+            conn.execute("SELECT 1/0")  # then the tier fails
+        return seconds
+
+    monkeypatch.setattr(plan_module, "_time_batch", alias_denied)
+    plan = build_plan(db_dsn, spec)
+    assert plan.calibration is not None
+    repost, alias = plan.calibration.rates["reverse_repost"], plan.calibration.rates["reporting_alias"]
+    assert repost.measured and not alias.measured
+    assert alias.reason is not None and alias.reason.startswith("DivisionByZero")
+    assert alias.rate == plan_module.DEFAULT_RATES["reporting_alias"]
+    assert fingerprint(db_dsn) == before

@@ -16,8 +16,10 @@ import pytest
 
 from runner import review
 from runner.compile import templates as compiler
+from runner.compile.custom import custom_statement, custom_text
 from runner.spec import Spec, load_spec
-from runner.spec.model import DateRange, Mapping, Organizations, PostingRules
+from runner.spec.model import CheckDef, DateRange, Mapping, Organizations, PostingRules
+from runner.validate.builtin import REVIEW_RUN_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASE7 = ROOT / "specs" / "finance-dna-v2.yaml"
@@ -123,3 +125,34 @@ def test_cli_compile_bad_spec_exits_2_and_writes_nothing(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert f"{bad}:4:11: /mappings" in proc.stderr
     assert not out.exists()
+
+
+def test_compile_shows_each_custom_check_as_the_validation_executes_it() -> None:
+    """A custom check's SQL is the spec's own; compile shows it as validation.Session.custom runs it: up to its first
+    ';', :organization_id and :run_id as $n (same width), their values bound."""
+    spec = load_spec(PHASE7)
+    shown = {s.name: s for s in review.compile_spec(spec) if s.name.startswith("custom/")}
+    assert set(shown) == {f"custom/{c.id}" for c in spec.validations.custom if c.enabled} and shown
+    for check in spec.validations.custom:
+        stmt = shown[f"custom/{check.id}"]
+        assert stmt == custom_statement(CheckDef(check.id, "custom", check.level, check.severity, None, 1, {},
+                                                 check.sql), REVIEW_RUN_ID, review.SAMPLE_ORG)
+        assert ":run_id" not in stmt.text and ":organization_id" not in stmt.text
+        assert len(stmt.text) == len(custom_text(check.sql))  # error offsets stay the spec's
+        assert sorted(stmt.params) == ["$1 (:organization_id)", "$2 (:run_id)"]
+        assert list(stmt.params.values()) == [review.SAMPLE_ORG, REVIEW_RUN_ID]
+
+
+def test_custom_statement_binds_in_placeholder_order_and_no_organisation_for_a_system_check() -> None:
+    check = CheckDef("sys", "custom", "system", "warning", None, 1, {},
+                     "SELECT :run_id AS a, :organization_id AS b, :run_id AS c; -- trailing")
+    stmt = custom_statement(check, "r-1", None)
+    assert stmt.text == "SELECT $1      AS a, $2               AS b, $1      AS c"
+    assert stmt.params == {"$1 (:run_id)": "r-1", "$2 (:organization_id)": None}
+    base = load_spec(PHASE7)
+    system = dataclasses.replace(base.validations.custom[0], level="system")
+    spec = dataclasses.replace(base, validations=dataclasses.replace(base.validations, custom=(system,)))
+    (shown,) = review.custom_statements(spec)
+    assert shown.params["$1 (:organization_id)"] is None and shown.params["$2 (:run_id)"] == REVIEW_RUN_ID
+    with pytest.raises(KeyError):
+        custom_statement(dataclasses.replace(check, sql="SELECT :other"), "r-1", None)

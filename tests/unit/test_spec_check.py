@@ -6,6 +6,7 @@ re-proves each one against the file (the text found at LINE:COL), so a moved tok
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -38,6 +39,9 @@ class Expect(NamedTuple):
 EXPECTED: dict[str, list[Expect]] = {
     "yaml_syntax.yaml": [
         Expect(8, 9, None, ": HERA.SALON", "expected ',' or ']'"),
+    ],
+    "unterminated_quote.yaml": [
+        Expect(8, 18, None, '"journals of the GL', "unterminated quoted string starting here"),
     ],
     "tab_indent.yaml": [
         Expect(5, 1, None, "\tfiscal_period_statuses", "indent YAML with spaces"),
@@ -86,9 +90,14 @@ EXPECTED: dict[str, list[Expect]] = {
     ],
     "mapped_twice.yaml": [
         Expect(7, 11, "/mappings/1/from", "HERA.MFG.PROD.TXN.WO_ISSUE.V1", "already mapped by /mappings/0 (line 5)"),
-        Expect(9, 12, "/mappings/2/match", "HERA.MFG.PROD.TXN.*.v1", "overlaps /mappings/0 (line 5)"),
-        Expect(11, 12, "/mappings/3/match", "HERA.MFG.**.v1", "overlaps /mappings/0 (line 5)"),
-        Expect(11, 12, "/mappings/3/match", "HERA.MFG.**.v1", "overlaps /mappings/2 (line 9)"),
+        # a from beats the patterns that take its code, and HERA.MFG.PROD.TXN.*.v1 lies inside HERA.MFG.**.v1:
+        # no problem; but these overlap with no narrowest one
+        Expect(13, 12, "/mappings/4/match", "HERA.MFG.*.TXN.WO_RECEIPT.v1",
+               "overlaps /mappings/2 (line 9): HERA.MFG.PROD.TXN.WO_RECEIPT.v1 would be mapped by both, and neither "
+               "is narrower"),
+        Expect(15, 12, "/mappings/5/match", "hera.mfg.prod.txn.*.V1", "overlaps /mappings/2 (line 9): both take the "
+                                                                       "same codes"),
+        Expect(15, 12, "/mappings/5/match", "hera.mfg.prod.txn.*.V1", "overlaps /mappings/4 (line 13)"),
     ],
     "non_select_sql.yaml": [
         Expect(11, 12, "/validations/custom/0/sql", "DELETE FROM", "must be a SELECT"),
@@ -175,14 +184,14 @@ def test_check_prints_file_line_col_pointer_and_exits_2(name: str) -> None:
 
 
 def test_all_problems_of_all_stages_come_in_one_pass(tmp_path: Path) -> None:
-    # A duplicate key (YAML stage), a wrong type (schema stage) and a cycle (semantic stage) in other sections.
+    # A duplicate key (YAML stage), a wrong type (schema stage) and an overlap (semantic stage) in other sections.
     spec = tmp_path / "many.yaml"
     spec.write_text("""name: many
 version: "1"
 owner: qa
 owner: qa-again
 mappings:
-  - from: HERA.FINANCE.GL.TXN.JOURNAL.v1
+  - match: HERA.FINANCE.*.TXN.JOURNAL.v1
     tier: reverse_repost
   - match: HERA.FINANCE.GL.TXN.*.v1
     tier: reverse_repost
@@ -360,3 +369,135 @@ def test_readme_examples_pass_check(tmp_path: Path) -> None:
         assert code == EXIT_OK, f"README example under '{heading}':\n{out}"
         checked.append(heading)
     assert "A complete small spec" in checked and len(checked) >= len(_SECTIONS) + 1
+
+
+# --- YAML errors point at the broken token (issue 14, item 4) -------------------------------------------------------
+
+QUOTE_HEAD = 'name: quotes\nversion: "1"\nowner: qa\nmappings:\n  - from: HERA.FINANCE.GL.TXN.JOURNAL.v1\n'
+
+
+@pytest.mark.parametrize(("tail", "where", "says"), [
+    # never closed at all: the stream ends inside the string
+    ('    tier: "reverse_repost\n    description: x\n', (6, 11), "runs to the end of the file"),
+    ("    tier: 'reverse_repost\n    description: x\n", (6, 11), "runs to the end of the file"),
+    # closed by a later quote: YAML fails far below, after swallowing the lines in between
+    ("    description: 'one\n    tier: reverse_repost\n  - from: HERA.SALON.POS.TXN.SALE.v1\n"
+     "    tier: reverse_repost\n    description: 'two'\n", (6, 18), "runs on to line 10"),
+])
+def test_an_unterminated_quote_is_reported_where_it_opens(tmp_path: Path, tail: str, where: tuple[int, int],
+                                                          says: str) -> None:
+    path = tmp_path / "quote.yaml"
+    path.write_text(QUOTE_HEAD + tail, encoding="utf-8")
+    (problem,) = check_file(path).problems
+    assert (problem.loc.line, problem.loc.col) == where, problem.render()
+    assert "unterminated quoted string starting here" in problem.message and says in problem.message
+    caret = [line for line in problem.context.splitlines() if line.strip().startswith("|")]
+    assert caret and caret[0].endswith(" " * (where[1] - 1) + "^")
+
+
+def test_a_multi_line_quoted_string_that_is_closed_is_not_blamed(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(QUOTE_HEAD + '    tier: reverse_repost\n    description: "a long text\n      on two lines"\n'
+                    "  - from: [\n", encoding="utf-8")
+    (problem,) = check_file(path).problems
+    assert "unterminated" not in problem.message and problem.loc.line > 7
+
+
+# --- warnings: check passes, but says what it normalised (issue 14, item 5) ---------------------------------------
+
+LOWER = """name: lower-case
+version: "1"
+owner: qa
+mappings:
+  - from: HERA.FINANCE.GL.TXN.JOURNAL.v1
+    to: HERA.ACCOUNTING.GL.txn.JOURNAL.v2
+    tier: reverse_repost
+    lines:
+      - {side: DR, to: HERA.ACCOUNTING.GL.LINE.Debit.V2}
+"""
+
+
+def test_a_lower_case_target_segment_is_a_warning_naming_the_normalised_code(tmp_path: Path) -> None:
+    path = tmp_path / "lower.yaml"
+    path.write_text(LOWER, encoding="utf-8")
+    result = check_file(path)
+    assert result.ok and result.spec is not None
+    assert [(w.loc.line, w.loc.col, pointer(w.path) if w.path else None, w.severity) for w in result.warnings] == [
+        (6, 9, "/mappings/0/to", "warning"), (9, 24, "/mappings/0/lines/0/to", "warning")]
+    code, text = run_check([path])
+    assert code == EXIT_OK, text
+    lines = text.splitlines()
+    assert lines[0].startswith(f"{path}: OK: lower-case 1")
+    assert lines[1] == (f"{path}:6:9: warning: /mappings/0/to: HERA.ACCOUNTING.GL.txn.JOURNAL.v2 is written as "
+                        "HERA.ACCOUNTING.GL.TXN.JOURNAL.v2 (HERA stores smart codes upper-case with a lower-case "
+                        "version); write it that way")
+    assert "HERA.ACCOUNTING.GL.LINE.DEBIT.v2" in lines[2]
+    assert lines[-1] == f"{path}: 2 warnings"
+    assert result.spec.resolve("HERA.FINANCE.GL.TXN.JOURNAL.v1") is not None
+
+
+def test_cli_check_prints_warnings_and_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "lower.yaml"
+    path.write_text(LOWER, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "HERA_DSN"}
+    proc = subprocess.run([sys.executable, "-m", "runner", "check", str(path)], capture_output=True, text=True,
+                          timeout=120, check=False, env=env, cwd=ROOT)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert f"{path}:6:9: warning: /mappings/0/to: " in proc.stdout + proc.stderr
+
+
+def test_warnings_are_listed_with_the_problems_of_a_failing_file(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text(LOWER + "execution: {workers: 0}\n", encoding="utf-8")
+    code, text = run_check([path])
+    assert code == EXIT_USAGE
+    assert f"{path}:6:9: warning: /mappings/0/to: " in text and f"{path}:10:22: /execution/workers: " in text
+    assert text.splitlines()[-1] == f"{path}: 1 problem, 2 warnings"
+
+
+# --- every message check can give is explained in specs/README.md (issue 14, item 6) ------------------------------
+
+_MESSAGE_SOURCES = ("semantic.py", "semantic_codes.py", "schema.py")
+
+
+def _literal_pieces(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    if isinstance(node, ast.BinOp | ast.IfExp):
+        return [p for child in ast.iter_child_nodes(node) for p in _literal_pieces(child)]
+    return []
+
+
+def _messages(module: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, literal pieces) of each message `module` can emit: report.add/warn(path, MESSAGE), the overlap
+    explanations (`why = ...`), and the schema's yielded (path, at_key, MESSAGE) triples."""
+    tree = ast.parse((ROOT / "runner" / "spec" / module).read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in ("add", "warn") and len(node.args) >= 2:
+            yield node.lineno, _literal_pieces(node.args[1])
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "why" for t in node.targets):
+            yield node.lineno, _literal_pieces(node.value)
+        elif isinstance(node, ast.Yield) and isinstance(node.value, ast.Tuple) and len(node.value.elts) == 3:
+            yield node.lineno, _literal_pieces(node.value.elts[2])
+
+
+def _key_phrase(pieces: list[str]) -> str | None:
+    """The literal run of a message with the most words, cut to its first four: what a reader finds in the
+    table. None for a message that is all values (nothing literal to look for)."""
+    texts = [" ".join(p.split()).strip(" ;:,.()'\"") for p in pieces]
+    best = max(texts, key=lambda t: sum(1 for w in t.split() if re.fullmatch(r"[A-Za-z_']{2,}[,;:]?", w)),
+               default="")
+    words = best.split()
+    return " ".join(words[:4]) if len(words) >= 3 else None
+
+
+@pytest.mark.parametrize("module", _MESSAGE_SOURCES)
+def test_every_message_has_a_row_in_the_readme_table(module: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    table = " ".join(text[text.index("## Every message and its fix"):text.index("## A complete small spec")].split())
+    missing = [(line, phrase) for line, pieces in _messages(module)
+               if (phrase := _key_phrase(pieces)) is not None and phrase not in table]
+    assert missing == [], f"add these {module} messages to 'Every message and its fix' in specs/README.md"

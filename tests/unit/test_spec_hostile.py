@@ -29,7 +29,7 @@ from runner.spec.schema import schema_path
 from runner.spec.yamlsrc import MAX_BYTES, MAX_DEPTH
 
 SCHEMA: dict[str, Any] = json.loads(schema_path().read_text(encoding="utf-8"))
-BUILTINS: list[str] = sorted(SCHEMA["properties"]["validations"]["properties"]["builtin"]["properties"])
+BUILTINS: list[str] = sorted(SCHEMA["$defs"]["builtinChecks"]["properties"])
 ORG = ["3f2b9c1e-8a4d-4c5e-9f00-1a2b3c4d5e6f", "0b9e6f1a-2c3d-4e5f-8a9b-0c1d2e3f4a5b",
        "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"]
 
@@ -83,9 +83,13 @@ BASE: dict[str, Any] = {
     "execution": {"off_peak_window": {"start": "22:00", "end": "06:00", "timezone": "Europe/Berlin",
                                       "days": ["mon"]}},
     "validations": {
-        "builtin": {**{name: {"severity": "critical"} for name in BUILTINS},
-                    "lines_preserved": {"severity": "warning", "ignore_fields": ["description"]}},
+        "include": ["lib.yaml"],  # _write puts LIBRARY beside every spec it writes
+        "builtin": {**{name: {"severity": "critical", "warn_threshold": 1, "error_threshold": "100%"}
+                       for name in BUILTINS},
+                    "lines_preserved": {"severity": "warning", "ignore_fields": ["description"], "warn_threshold": 2,
+                                        "error_threshold": 3}},
         "custom": [{"id": "c1", "description": "d", "level": "record", "severity": "warning",
+                    "warn_threshold": "0.5%", "error_threshold": 10,
                     "sql": "SELECT id AS record_id FROM universal_transactions WHERE organization_id = "
                            ":organization_id AND metadata ->> 'run' = :run_id"}],
     },
@@ -149,9 +153,13 @@ def _set(doc: dict[str, Any], path: Path_, value: Any) -> dict[str, Any]:
     return out
 
 
+LIBRARY = "custom:\n  - {id: lib-check, description: d, sql: SELECT 1 AS record_id}\n"
+
+
 def _write(tmp: Path, doc: Any, name: str = "spec.yaml") -> Path:
     path = tmp / name
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (tmp / "lib.yaml").write_text(LIBRARY, encoding="utf-8")
     return path
 
 

@@ -27,6 +27,7 @@ from runner.spec.model import (
     NOT_IN_SCHEMA,
     CriticalAlerts,
     Spec,
+    Threshold,
     WarningAlerts,
     yaml_key,
 )
@@ -77,6 +78,8 @@ def _same_default(schema_default: Any, tp: Any, value: Any) -> bool:
     inner, _ = _split_optional(tp)
     if schema_default is None or value is None:
         return schema_default is None and value is None
+    if inner is Threshold:  # a scalar in YAML, a dataclass in Python
+        return bool(Threshold.parse(schema_default) == value)
     if dataclasses.is_dataclass(inner) and isinstance(inner, type):
         return isinstance(schema_default, dict) and value == inner(**schema_default)
     if isinstance(schema_default, list):
@@ -123,6 +126,9 @@ def _type_drift(root: Mapping[str, Any], prop: Mapping[str, Any], tp: Any, at: s
     if "null" in want and not optional:
         return [f"{at}: the schema allows null, the field type {tp} does not"]
     want.discard("null")
+    if inner is Threshold:  # a scalar in YAML: a whole number of rows or a percentage written as text
+        return [] if want == {"integer", "string"} and "pattern" in prop else [
+            f"{at}: a Threshold is an integer or a percentage text, the schema says {sorted(want)}"]
     if dataclasses.is_dataclass(inner) and isinstance(inner, type):
         if want != {"object"}:
             return [f"{at}: {inner.__name__} is an object, the schema says {sorted(want)}"]
@@ -153,7 +159,7 @@ def test_model_and_schema_agree() -> None:
 
 
 def test_builtin_levels_name_every_builtin_and_match_the_schema_descriptions() -> None:
-    builtin = SCHEMA["properties"]["validations"]["properties"]["builtin"]["properties"]
+    builtin = SCHEMA["$defs"]["builtinChecks"]["properties"]
     assert set(BUILTIN_LEVELS) == set(builtin)
     for name, level in BUILTIN_LEVELS.items():
         assert re.search(rf"Level: {level}\.", builtin[name]["description"]), name
@@ -300,7 +306,7 @@ def test_minimal_spec_gets_every_schema_default(tmp_path: Path) -> None:
     assert (spec.execution.batch_size, spec.execution.workers, spec.execution.off_peak_window) == (500, 4, None)
     checks = spec.validations.checks()
     assert [c.id for c in checks] == list(BUILTIN_LEVELS)
-    assert {(c.severity, c.error_threshold, c.warn_threshold) for c in checks} == {("critical", 1, None)}
+    assert {(c.severity, c.error, c.warn) for c in checks} == {("critical", Threshold(count=1), None)}
     assert spec.mappings[0].to is None and spec.mappings[0].lines == ()
     assert spec.entities.families() == []
 

@@ -12,7 +12,7 @@ import pytest
 from runner.compile.custom import custom_text
 from runner.snapshot.diff import DiffResult, DiffSample
 from runner.spec import load_spec
-from runner.spec.model import Alerts, CheckDef, CriticalAlerts, Transform, WarningAlerts
+from runner.spec.model import Alerts, CheckDef, CriticalAlerts, Threshold, Transform, WarningAlerts
 from runner.validate import alerts, builtin, effects
 from runner.validate.outcome import SAMPLE_LIMIT, combine, errored, merge, status_for, tally
 from runner.validate.records import Flag, category, verdict
@@ -76,6 +76,59 @@ def test_merge_counts_a_record_once() -> None:
     org = tally(c, "o1", rows(2))
     merge(c, org, [("o1", "r000", "again"), ("o1", "x", "new")])
     assert (org.failures, org.status, [s.record_id for s in org.samples]) == (3, "failed", ["r000", "r001", "x"])
+
+
+def pct(text: str) -> Threshold:
+    return Threshold(percent=Decimal(text))
+
+
+@pytest.mark.parametrize(("failures", "warn", "error", "checked", "expected"), [
+    # error_threshold "0.5%" of 1000 checked records is 5 rows
+    (4, None, pct("0.5"), 1000, "passed"), (5, None, pct("0.5"), 1000, "failed"),
+    # warn on any offending row, fail from 0.5 %: the band QA asked for
+    (0, Threshold(count=1), pct("0.5"), 1000, "passed"), (1, Threshold(count=1), pct("0.5"), 1000, "warning"),
+    (4, Threshold(count=1), pct("0.5"), 1000, "warning"), (5, Threshold(count=1), pct("0.5"), 1000, "failed"),
+    # a percentage never fires on zero rows, and one row is always enough when few records were checked
+    (0, None, pct("0.5"), 0, "passed"), (1, None, pct("0.5"), 10, "failed"),
+    # percentages on both sides
+    (1, pct("0.1"), pct("1"), 1000, "warning"), (9, pct("0.1"), pct("1"), 1000, "warning"),
+    (10, pct("0.1"), pct("1"), 1000, "failed"),
+    # the number of checked records is unknown (a check run on its own): a percentage is as strict as one row
+    (1, None, pct("50"), None, "failed"),
+])
+def test_percentage_thresholds_apply_to_the_checked_records(failures: int, warn: Threshold | None, error: Threshold,
+                                                            checked: int | None, expected: str) -> None:
+    assert status_for(failures, warn, error, checked) == expected
+
+
+def test_combine_applies_percentages_to_each_organisation_and_to_the_run_total() -> None:
+    c = CheckDef("c", "custom", "record", "critical", Threshold(count=1), pct("10"), {})
+    a, b = tally(c, "o1", rows(3, "o1")), tally(c, "o2", rows(1, "o2"))
+    assert (a.status, b.status) == ("failed", "failed")  # nothing counted yet: as strict as one row
+    both = combine(c, "d", [a, b], checked={"o1": 20, "o2": 20})
+    # o1: 3 of 20 checked = 15 % >= 10 %; o2: 1 of 20 = 5 %: a warning; the run: 4 of 40 = 10 %: failed
+    assert (both.per_org[0].status, both.per_org[1].status, both.status) == ("failed", "warning", "failed")
+    looser = combine(c, "d", [tally(c, "o1", rows(3, "o1")), tally(c, "o2", rows(1, "o2"))],
+                     checked={"o1": 20, "o2": 80})
+    assert looser.status == "warning"  # 4 of 100 = 4 %
+    shown = looser.as_dict()
+    # results.json keeps whole-row thresholds (the ones applied to the run total) and says what the spec wrote
+    assert (shown["warn_threshold"], shown["error_threshold"]) == (1, 10)
+    assert shown["thresholds"] == {"warn_threshold": "1", "error_threshold": "10%", "checked_records": 100}
+
+
+def test_a_system_checks_organisation_split_uses_that_organisations_records() -> None:
+    c = CheckDef("s", "custom", "system", "critical", None, pct("10"), {})
+    outcome = combine(c, "d", [tally(c, None, rows(2, "o1") + rows(2, "o2"))], checked={"o1": 10, "o2": 100})
+    assert outcome.status == "passed"  # 4 of 110 < 10 %
+    assert outcome.org_result("o1").status == "failed"  # 2 of 10 = 20 %
+    assert outcome.org_result("o2").status == "passed"  # 2 of 100 = 2 %
+
+
+def test_an_errored_organisation_stays_an_error_when_thresholds_are_applied_again() -> None:
+    c = CheckDef("c", "custom", "record", "critical", None, pct("50"), {})
+    both = combine(c, "d", [tally(c, "o1", rows(0)), errored("o2", "boom")], checked={"o1": 5, "o2": 5})
+    assert both.status == "error" and both.per_org[1].status == "error" and both.per_org[0].status == "passed"
 
 
 def test_custom_sql_stops_at_its_first_semicolon() -> None:
