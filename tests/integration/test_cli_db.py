@@ -23,6 +23,7 @@ from runner.synth import ledger, masterdata
 from runner.synth.generate import org_code
 from runner.synth.ledger import CodeTruth
 from runner.synth.profiles import load_profiles
+from tests.integration.test_check_db import SPEC_WITH_BAD_COLUMN
 
 
 def hera(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,25 +84,9 @@ def test_demo_ends_with_an_html_report(db_dsn: str, tmp_path: Path, conn: psycop
 
 # --- issue 14: the spec author's first hour ------------------------------------------------------------------
 
+
 ROOT = Path(__file__).resolve().parents[2]
 ALIAS_ONLY = ROOT / "specs" / "examples" / "alias-only.yaml"
-SPEC_WITH_BAD_COLUMN = """\
-name: bad-column
-version: "1"
-owner: qa
-mappings:
-  - from: HERA.SALON.POS.TXN.SALE.v1
-    tier: reporting_alias
-validations:
-  custom:
-    - id: uses-a-missing-column
-      description: refers to a column HERA does not have
-      sql: |
-        SELECT h.organization_id, h.id AS record_id, 'x' AS message
-        FROM universal_transactions h
-        WHERE h.organization_id = :organization_id
-          AND h.debit_amount > 0
-"""
 
 
 def test_check_with_a_failing_database_check_never_says_ok(db_dsn: str, tmp_path: Path) -> None:
