@@ -270,15 +270,15 @@ def test_interrupted_or_failing_calibration_leaves_nothing(db_dsn: str, spec: Sp
     whose statement fails falls back alone, with the error as its reason; the other stays measured."""
     generate(db_dsn, size="small", seed=31)
     before = fingerprint(db_dsn)
-    import runner.plan as plan_module
+    import runner.calibrate as calibrate_module
 
-    real = plan_module._time_batch
+    real = calibrate_module._time_batch
 
     def interrupted(*args: Any) -> float:
         real(*args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plan_module, "_time_batch", interrupted)
+    monkeypatch.setattr(calibrate_module, "_time_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_plan(db_dsn, spec)
     assert fingerprint(db_dsn) == before
@@ -289,11 +289,11 @@ def test_interrupted_or_failing_calibration_leaves_nothing(db_dsn: str, spec: Sp
             conn.execute("SELECT 1/0")  # then the tier fails
         return seconds
 
-    monkeypatch.setattr(plan_module, "_time_batch", alias_denied)
+    monkeypatch.setattr(calibrate_module, "_time_batch", alias_denied)
     plan = build_plan(db_dsn, spec)
     assert plan.calibration is not None
     repost, alias = plan.calibration.rates["reverse_repost"], plan.calibration.rates["reporting_alias"]
     assert repost.measured and not alias.measured
     assert alias.reason is not None and alias.reason.startswith("DivisionByZero")
-    assert alias.rate == plan_module.DEFAULT_RATES["reporting_alias"]
+    assert alias.rate == calibrate_module.DEFAULT_RATES["reporting_alias"]
     assert fingerprint(db_dsn) == before

@@ -15,10 +15,11 @@ PACKAGE = ROOT / "runner"
 
 # Lowest first. A part is a top-level module or sub-package of runner/.
 LAYERS: list[set[str]] = [
-    {"errors", "__version__", "runner"},  # foundation (runner = the package's __init__)
+    {"errors", "__version__", "runner", "console"},  # foundation (runner = the package's __init__)
     {"contract", "resources"},
     {"spec", "db"},
     {"compile"},
+    {"calibrate"},
     {"plan", "dbcheck", "synth", "snapshot", "engine"},
     {"report"},
     {"validate"},

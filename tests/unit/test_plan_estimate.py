@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import json
 
-from runner.plan import (
-    DEFAULT_RATES,
-    ENGINE_FACTOR,
-    Calibration,
-    CodePlan,
-    OrgPlan,
-    Plan,
-    TierRate,
-    _estimate,
-    render_text,
-)
+from runner.calibrate import DEFAULT_RATES, ENGINE_FACTOR, Calibration, TierRate
+from runner.plan import CodePlan, OrgPlan, Plan, _estimate, render_text
 
 
 def measured(tier: str, low: float, mid: float, high: float) -> TierRate:
