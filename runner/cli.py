@@ -341,7 +341,9 @@ def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: boo
 @click.option("--run-id", default=None, help="Run id (default: generated).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Parallel workers (default: spec, 4).")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=None, help="Candidates per chunk.")
-@click.option("--resume", is_flag=True, help="Continue --run-id from its journal.")
+@click.option("--resume", is_flag=True,
+              help="Continue --run-id from its journal; starts it when nothing of it exists yet (the same command "
+                   "finishes a run after any crash).")
 @click.option("--retry-quarantined", is_flag=True, help="With --resume: try quarantined candidates again.")
 @click.option("--now", is_flag=True, help="Ignore the spec's off-peak window.")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,

@@ -131,10 +131,11 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
     if not opts.resume and started:  # refused before the before-snapshot of the existing run is overwritten
         raise UsageError(f"run id {run_id} already exists in this database",
                          hint="choose another --run-id, or continue it with --resume")
-    if opts.resume and not started and snapshot.exists():
-        # Killed before its journal existed (in the before-snapshot): nothing of the run is in the database, so
-        # continuing it is starting it again — the snapshot file in its report directory shows it was started.
-        console.print(f"[yellow]run {run_id} stopped before its first chunk (no journal yet): starting it again")
+    if opts.resume and not started:
+        # Nothing of the run is in the database (killed before its first journal write, or never started): the
+        # same command that finishes a run after any crash starts it (docs/contract.md §4), and says which.
+        console.print(f"[yellow]run {run_id} stopped before its first chunk (no journal yet): starting it again"
+                      if snapshot.exists() else f"[yellow]nothing of run {run_id} exists yet: --resume starts it")
         opts = dataclasses.replace(opts, resume=False)
     if throttle is None and shared_throttle is not None:
         throttle = shared_throttle(out, spec, console)

@@ -129,7 +129,6 @@ def test_usage_errors_exit_2(db_dsn: str, tmp_path: Path) -> None:
         (["run", str(PHASE7), "--retry-quarantined"], db_dsn, "--resume"),
         (["run", str(PHASE7), "--resume"], db_dsn, "--run-id"),
         (["run", str(PHASE7), "--run-id", "bad id; --"], db_dsn, "invalid run id"),
-        (["run", str(PHASE7), "--run-id", "nope", "--resume"], db_dsn, "nope"),
         (["validate", "no-such-run"], db_dsn, "no-such-run"),
         (["rollback", "no-such-run"], db_dsn, "no-such-run"),
         (["status", "no-such-run"], db_dsn, "no-such-run"),
@@ -141,3 +140,19 @@ def test_usage_errors_exit_2(db_dsn: str, tmp_path: Path) -> None:
         assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
         assert needle in proc.stderr, (argv, proc.stderr)
     assert state(db_dsn) == before
+
+
+def test_resume_of_a_run_that_never_started_starts_it(db_dsn: str, tmp_path: Path) -> None:
+    """docs/contract.md §4: the same `run --run-id X --resume` finishes a run after any crash, including one that
+    died before anything of it existed (it used to refuse forever: "no journal of that run id")."""
+    generate(db_dsn, size="small", seed=54)
+    out = tmp_path / "r"
+    first = hera("run", str(PHASE7), "--run-id", "t-fresh-1", "--resume", "--report-dir", str(out), "--no-progress",
+                 "--now", dsn=db_dsn)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "nothing of run t-fresh-1 exists yet: --resume starts it" in first.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "passed" and results["counts"]["migrated"] == results["counts"]["candidates"] > 0
+    again = hera("run", str(PHASE7), "--run-id", "t-fresh-1", "--resume", "--report-dir", str(out), "--no-progress",
+                 "--now", dsn=db_dsn)
+    assert again.returncode == 0 and "exists yet" not in again.stdout  # now it continues (a no-op), not restarts
