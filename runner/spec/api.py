@@ -8,6 +8,7 @@ touches a database.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,9 @@ from runner.spec.yamlsrc import YamlDocument, parse_bytes, read_yaml, unreadable
 T = TypeVar("T")
 _FAMILIES: dict[str, type[PostingRules | FiscalPeriods | OrganizationConfig]] = {
     "posting_rules": PostingRules, "fiscal_periods": FiscalPeriods, "organization_config": OrganizationConfig}
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,8 @@ def load_spec(path: Path | str) -> Spec:
     result = check_file(Path(path), str(path))
     if result.spec is None:
         raise SpecError(result.rendered())
+    for line in (p.render() for p in result.warnings):  # usable, but plan/run/validate must not hide them
+        log.warning("%s", line)
     return result.spec
 
 

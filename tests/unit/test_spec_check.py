@@ -7,6 +7,7 @@ re-proves each one against the file (the text found at LINE:COL), so a moved tok
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import re
 import subprocess
@@ -434,6 +435,16 @@ def test_a_lower_case_target_segment_is_a_warning_naming_the_normalised_code(tmp
     assert "HERA.ACCOUNTING.GL.LINE.DEBIT.v2" in lines[2]
     assert lines[-1] == f"{path}: 2 warnings"
     assert result.spec.resolve("HERA.FINANCE.GL.TXN.JOURNAL.v1") is not None
+
+
+def test_load_spec_does_not_hide_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """plan, run and validate load the spec with load_spec: its warnings reach the log (stderr), not just `check`."""
+    path = tmp_path / "lower.yaml"
+    path.write_text(LOWER, encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="runner.spec.api"):
+        load_spec(path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and messages[0].startswith(f"{path}:6:9: warning: /mappings/0/to: ")
 
 
 def test_cli_check_prints_warnings_and_exits_0(tmp_path: Path) -> None:
