@@ -39,3 +39,6 @@ ROLE_ENTITY: Final = "entity"
 # Columns of an original that reverse + repost may change, and so the pre-image keeps (rollback restores them).
 ORIGINAL_PREIMAGE_COLUMNS: Final = ("smart_code", "smart_code_status", "transaction_status", "metadata", "version",
                                     "updated_at", "updated_by")
+
+# docs/contract.md §4: a run's before/after (and rollback) snapshots, in its report directory.
+SNAPSHOT_FILE: Final = "snapshots.duckdb"

@@ -26,6 +26,7 @@ from rich.console import Console
 # re-exported: the CLI, the demo and the load session print through pipeline.make_console / print_table
 from runner.console import make_console as make_console
 from runner.console import print_table as print_table
+from runner.contract import SNAPSHOT_FILE as SNAPSHOT_FILE  # re-exported: the CLI and tools use pipeline's
 from runner.db.connect import connect
 from runner.engine import faults
 from runner.engine.outcome import RollbackResult, RunResult
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from runner.validate.impact import HostSampler
 
 REPORTS = Path("reports")
-SNAPSHOT_FILE = "snapshots.duckdb"
 
 
 def report_dir_for(run_id: str, report_dir: Path | None) -> Path:
@@ -143,7 +143,8 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
     sampler = HostSampler()  # the database host's CPU and memory, when it is this machine
     recorder = ThroughputRecorder()
     live.recorder = recorder
-    with live, (sampler if server_is_local(dsn) else contextlib.nullcontext()):
+    local = server_is_local(dsn)
+    with live, (sampler if local else contextlib.nullcontext()):
         has_before = snapshot.exists() and "before" in snapshot_labels(snapshot)
         if opts.resume and not has_before:
             console.print(f"[yellow]no before-snapshot in {snapshot}: the diff will be skipped for this run")
@@ -195,17 +196,15 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         t0 = time.monotonic()
         outcome = validate_run(dsn, spec, run_id, report_dir=out, run=result,
                                snapshot_path=snapshot if snapshot.exists() else None,
-                               performance=performance, host=host_facts(sampler, dsn), started_at=run_started)
+                               performance=performance, host=host_facts(sampler, local), started_at=run_started)
         phases["validate"] = time.monotonic() - t0
     console.print(verdict_line(outcome.results, outcome.html_path))
     return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
 
 
-def host_facts(sampler: HostSampler, dsn: str) -> dict[str, Any]:
+def host_facts(sampler: HostSampler, local: bool) -> dict[str, Any]:
     """The database host's CPU/memory windows for results.json (runner.validate.impact), or why there are none."""
-    from runner.validate.impact import server_is_local
-
-    if not server_is_local(dsn):
+    if not local:
         return {"windows": None, "reason": "the database server is not on this machine: its CPU and memory are not "
                                            "visible from here"}
     if not sampler.available:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runner.contract import SNAPSHOT_FILE
 from runner.engine.outcome import RollbackResult
 
-SNAPSHOT_FILE = "snapshots.duckdb"
 CONFLICT_SAMPLES = 10
 
 

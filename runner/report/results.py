@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 
+from runner.contract import SNAPSHOT_FILE
 from runner.report.files import write_atomic
 
 SCHEMA_FILE = "results.schema.json"
@@ -53,7 +54,7 @@ ARTEFACTS: tuple[tuple[str, str], ...] = (
     ("junit.xml", "the checks as JUnit test cases, for CI"),
     ("records.jsonl", "one line per level-1 record: verdict and the checks that flagged it"),
     ("trial_balance.csv", "the trial balance before / after / delta per organisation, account and currency"),
-    ("snapshots.duckdb", "the before / after (and rollback) snapshots of the six tables, DuckDB"),
+    (SNAPSHOT_FILE, "the before / after (and rollback) snapshots of the six tables, DuckDB"),
     ("load/load.html", "the v1 load test: per-task latencies and the throttle's decisions"),
     ("load/load.json", "the v1 load test's measurements as data"),
     ("inventory.html", "the synthetic ledger the demo generated"),

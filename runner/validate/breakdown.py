@@ -71,7 +71,7 @@ def by_code(session: Session, spec: Spec, run_id: str, org_id: str, mappings: Ma
     codes: dict[str, CodeCounts] = {}
     for v1_code, tier, v2_code, outcome, currency, headers, amount in session.rows(
             builtin.code_breakdown_statement(spec, run_id, org_id, mappings)):
-        if tier is None and outcome not in (UNMAPPED,):
+        if tier is None and outcome != UNMAPPED:
             continue  # migration output or a skipped row of an unmapped code: `plan` leaves these out too
         entry = codes.get(v1_code)
         if entry is None:

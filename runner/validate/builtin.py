@@ -225,23 +225,35 @@ def review_statements(spec: Spec) -> list[Statement]:
            helper("journal_orgs", REVIEW_RUN_ID, org_ids=orgs),
            helper("run_codes", REVIEW_RUN_ID, org_id=org),
            helper("records", REVIEW_RUN_ID, org_id=org),
+           helper("record_count", REVIEW_RUN_ID, org_id=org),
            helper("links", REVIEW_RUN_ID, org_id=org, ids=[]),
            helper("org_summary", REVIEW_RUN_ID, org_id=org),
            code_breakdown_statement(spec, REVIEW_RUN_ID, org, resolved.candidates),
            helper("environment", REVIEW_RUN_ID)]
     builtin = {c.id: c for c in spec.validations.checks() if c.kind == "builtin"}
     for check_id in ORDER:
-        check = builtin.get(check_id) or _default_check(spec, check_id)
+        check = builtin.get(check_id) or _default_check(spec, check_id)  # every template, enabled or not
         out.append(statement(check, spec, REVIEW_RUN_ID, resolved, org_id=org, org_ids=orgs))
         if check_id == "trial_balance_unchanged":  # its snapshot form, when the run took snapshots
-            tb = params_for(check, spec, resolved)
-            out.append(snapshot.trial_balance_statement(REVIEW_RUN_ID, orgs, tb["tolerance"], tb["by_currency"]))
-            out.append(snapshot.trial_balance_statement(REVIEW_RUN_ID, orgs, tb["tolerance"], tb["by_currency"],
-                                                        figures=True))
+            tolerance, by_currency = trial_balance_params(spec, check)
+            out.append(snapshot.trial_balance_statement(REVIEW_RUN_ID, orgs, tolerance, by_currency))
+            out.append(snapshot.trial_balance_statement(REVIEW_RUN_ID, orgs, tolerance, by_currency, figures=True))
         elif check_id == "alias_only_metadata":
             columns = [name for name, _ in review_columns()["universal_transactions"]]
             out.append(snapshot.alias_statement(REVIEW_RUN_ID, orgs, columns))
     return out
+
+
+def check_or_default(spec: Spec, check_id: str) -> CheckDef:
+    """The spec's built-in check `check_id`, or its defaults when the spec does not enable it."""
+    found = next((c for c in spec.validations.checks() if c.id == check_id and c.kind == "builtin"), None)
+    return found if found is not None else _default_check(spec, check_id)
+
+
+def trial_balance_params(spec: Spec, check: CheckDef) -> tuple[Decimal, bool]:
+    """trial_balance_unchanged's (tolerance, by_currency), as every form of it binds them."""
+    p = params_for(check, spec, Resolved())
+    return p["tolerance"], p["by_currency"]
 
 
 def _default_check(spec: Spec, check_id: str) -> CheckDef:

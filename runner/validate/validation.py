@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +63,12 @@ def _orgs(session: Session, run_id: str, run: RunFacts | None) -> list[tuple[str
     return found
 
 
-def _tb_params(spec: Spec) -> tuple[Decimal, bool]:
-    check = next((c for c in spec.validations.checks() if c.id == "trial_balance_unchanged"), None)
-    params = check.params if check is not None else {}
-    return Decimal(str(params.get("tolerance", "0"))), bool(params.get("by_currency", True))
-
-
 def _checked_records(session: Session, spec: Spec, run_id: str, org_ids: list[str]) -> dict[str, int] | None:
     """The level-1 records per organisation (the rows records.level1 will judge, in the same snapshot): what a
-    percentage threshold is a percentage of. Counted only when some check has one, since it reads them all."""
+    percentage threshold is a percentage of. Counted only when some check has one."""
     if not any(check.uses_percent for check in spec.validations.checks()):
         return None
-    return {org: sum(1 for _ in session.stream(builtin.helper("records", run_id, org_id=org))) for org in org_ids}
+    return {org: int(session.rows(builtin.helper("record_count", run_id, org_id=org))[0][0]) for org in org_ids}
 
 
 class _Validation:
@@ -114,8 +107,7 @@ class _Validation:
         assert self.snap is not None
         try:
             rows = snapshot.trial_balance_rows(self.snap, self.run_id, self.org_ids,
-                                               Decimal(str(check.params.get("tolerance", "0"))),
-                                               bool(check.params.get("by_currency", True)))
+                                               *builtin.trial_balance_params(self.spec, check))
         except Exception as exc:  # a check never crashes the validation
             return [errored(org, f"snapshot trial balance failed: {exc}") for org in self.org_ids]
         return [tally(check, org, [r for r in rows if r[0] == org]) for org in self.org_ids]
@@ -227,7 +219,8 @@ def validate_run(dsn: str, spec: Spec, run_id: str, *, report_dir: Path, run: Ru
                  for org_id, code in orgs]
     handled = sum(o["migrated"] + o["quarantined"] for o in org_dicts)
     perf = performance_section(performance, facts, phases, handled)
-    ledger = trial_balance.section(snap, run_id, org_ids, report_dir, _tb_params(spec))
+    ledger = trial_balance.section(snap, run_id, org_ids, report_dir, builtin.trial_balance_params(
+        spec, builtin.check_or_default(spec, "trial_balance_unchanged")))
     finished = datetime.now(UTC)
     results = build(spec=spec, run_id=run_id, started=started, finished=finished, orgs=org_dicts,
                     outcomes=outcomes, totals=totals, record_file=RECORDS, diff=diff_section, performance=perf,
