@@ -6,6 +6,7 @@ documented code; anything else is a bug and exits 3 with the traceback shown und
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -115,6 +116,56 @@ def _org_ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 def org_option(f: F) -> F:
     return click.option("--org", "orgs", multiple=True, metavar="ID", callback=_org_ids,
                         help="Limit to this organisation id (repeatable).")(f)
+
+
+def _webhooks(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    from runner.notify import check_cli
+
+    try:
+        return tuple(dict.fromkeys(check_cli(v) for v in values))
+    except UsageError as exc:  # a URL with a secret: refused before anything runs, shown redacted
+        raise click.BadParameter(exc.render()) from None
+
+
+def notify_option(f: F) -> F:
+    """--notify URL|env:NAME, repeatable (runner.notify, docs/notifications.md)."""
+    return click.option("--notify", "notify", multiple=True, metavar="URL|env:NAME", callback=_webhooks,
+                        help="POST every alert and the verdict as JSON to this webhook, besides the spec's "
+                             "alerts.notify (repeatable). env:NAME reads the URL from the environment variable NAME: "
+                             "URLs holding a secret (Slack's, user:password, a query string) only that way.")(f)
+
+
+NOTIFIER = "hera.notifier"  # ctx.meta key: the command's Notifier, for _failure_notified
+
+
+def _failure_notified(command: str) -> Callable[[F], F]:
+    """An error escaping the command is sent as `<command>_failed` to the Notifier it put in ctx.meta[NOTIFIER]
+    (commands whose pipeline function does not report its own failures, such as load)."""
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return f(*args, **kwargs)
+            except BaseException as exc:
+                notes = click.get_current_context().meta.get(NOTIFIER)
+                if notes is not None:
+                    notes.failed(command, exc)
+                    notes.close()
+                raise
+        return cast(F, wrapper)
+    return decorate
+
+
+def metrics_options(f: F) -> F:
+    """--metrics-port/--metrics-addr/--metrics-textfile: live Prometheus metrics (docs/metrics.md)."""
+    f = click.option("--metrics-textfile", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Also write the metrics to this file (for node_exporter's textfile collector; name it "
+                          "*.prom), every 2s and once more at the end.")(f)
+    f = click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDR",
+                     help="Address the --metrics-port server listens on.")(f)
+    return click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+                        help="Serve live Prometheus metrics on http://ADDR:PORT/metrics while working (0: a free "
+                             "port, printed).")(f)
 
 
 def _console() -> Console:
@@ -349,10 +400,13 @@ def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: boo
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where the report goes (default: reports/RUN_ID).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs and CI).")
+@notify_option
+@metrics_options
 @click.pass_context
 def run_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], run_id: str | None, workers: int | None,
             batch_size: int | None, resume: bool, retry_quarantined: bool, now: bool, report_dir: Path | None,
-            no_progress: bool) -> int:
+            no_progress: bool, metrics_port: int | None, metrics_addr: str, metrics_textfile: Path | None,
+            notify: tuple[str, ...]) -> int:
     """Snapshot before → migrate → validate → report (reports/RUN_ID/ unless --report-dir).
 
     Exit 0: migrated and every critical check passed; 1: a critical check failed or a critical alert fired;
@@ -364,7 +418,9 @@ def run_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], run_id: str |
 
     dsn = pipeline.need_dsn(_options(ctx).dsn, "run", spec=spec)
     opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, resume=resume,
-                               retry_quarantined=retry_quarantined, now=now, report_dir=report_dir)
+                               retry_quarantined=retry_quarantined, now=now, report_dir=report_dir,
+                               metrics_port=metrics_port, metrics_addr=metrics_addr,
+                               metrics_textfile=metrics_textfile, notify=notify)
     return pipeline.run(dsn, spec, opts, _console(), progress=not no_progress,
                         shared_throttle=throttle_from_report_dir).exit_code
 
@@ -385,8 +441,9 @@ def status_cmd(ctx: click.Context, run_id: str, as_json: bool) -> int:
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="The run's report directory: its before-snapshot is read and the report rewritten there "
                    "(default: reports/RUN_ID).")
+@notify_option
 @click.pass_context
-def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None) -> int:
+def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None, notify: tuple[str, ...]) -> int:
     """Fresh after-snapshot, diff against the before-snapshot, all checks; results.json, index.html, junit.xml.
 
     Exit 0: passed; 1: a critical check failed or a critical alert fired; 4: nothing to check (no migrated
@@ -395,27 +452,87 @@ def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None) -> in
     from runner import pipeline
 
     dsn = pipeline.need_dsn(_options(ctx).dsn, "validate")
-    return pipeline.validate(dsn, run_id, report_dir, _console()).exit_code
+    return pipeline.validate(dsn, run_id, report_dir, _console(), notify=notify).exit_code
 
 
 @cli.command("rollback")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @org_option
+@click.option("--to", "to", default=None, metavar="CHECKPOINT",
+              help="Undo only what the run did after this checkpoint (`status RUN_ID` lists them); the run can then "
+                   "be resumed from there.")
+@click.option("--only", "only", multiple=True, type=click.Choice(["config", "entities", "transactions"]),
+              help="Undo only these parts (repeatable): config = the organisation's settings (seconds, no "
+                   "transaction touched), entities = posting rules and fiscal periods, transactions = tiers 2 and 3.")
+@click.option("--all-runs", is_flag=True,
+              help="Emergency: undo every run in the database, newest first, organisations in parallel; "
+                   "resumable; one summary report (reports/rollback-all-TIMESTAMP/ unless --report-dir).")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Organisations rolled back at once.")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="The run's report directory to rewrite (default: reports/RUN_ID).")
+              help="The run's report directory to rewrite (default: reports/RUN_ID); with --all-runs: where the "
+                   "summary goes.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@metrics_options
+@notify_option
 @click.pass_context
-def rollback_cmd(ctx: click.Context, run_id: str, orgs: tuple[str, ...], report_dir: Path | None,
-                 no_progress: bool) -> int:
+@_failure_notified("rollback")
+def rollback_cmd(ctx: click.Context, run_id: str | None, orgs: tuple[str, ...], to: str | None,
+                 only: tuple[str, ...], all_runs: bool, workers: int, report_dir: Path | None,
+                 no_progress: bool, metrics_port: int | None, metrics_addr: str,
+                 metrics_textfile: Path | None, notify: tuple[str, ...]) -> int:
     """Restore the pre-run state of everything RUN_ID touched, then verify (resumable; exit 1 on conflicts).
 
     The run's report is rewritten to say it was rolled back (results.json status rolled_back, a rollback section
     with the verification and, for a whole-run rollback, a row-for-row comparison with the before-snapshot).
+    `--to CHECKPOINT` returns the run to a checkpoint (then `run --resume` continues it); `--only` undoes parts;
+    `--all-runs` undoes every run of the database.
     """
-    from runner import pipeline
+    from runner import notify as notifying
+    from runner import operate, pipeline
+    from runner.errors import HarnessError
+    from runner.metrics import serve_metrics
 
+    if all_runs and (run_id or orgs or to or only):
+        raise click.UsageError("--all-runs undoes every run of every organisation: give no RUN_ID, --org, --to or "
+                               "--only with it")
+    if not all_runs and not run_id:
+        raise click.UsageError("give the RUN_ID to roll back (or --all-runs for every run)")
     dsn = pipeline.need_dsn(_options(ctx).dsn, "rollback")
-    return pipeline.rollback(dsn, run_id, orgs, _console(), progress=not no_progress, report_dir=report_dir)
+    console = _console()
+    spec = None
+    if run_id:
+        try:  # only for its alerts.notify: a rollback never needs the spec
+            spec = pipeline.spec_of_run(dsn, run_id)
+        except HarnessError:
+            spec = None
+    out = report_dir if all_runs or report_dir else pipeline.report_dir_for(run_id or "", None)
+    notes = ctx.meta[NOTIFIER] = notifying.for_run(spec, notify, out, run_id=run_id, console=console)
+    with serve_metrics(run_id or "all-runs", port=metrics_port, addr=metrics_addr, textfile=metrics_textfile,
+                       command="rollback", say=console.print) as metrics:
+        if all_runs:
+            code = operate.rollback_all(dsn, console, progress=not no_progress, report_dir=report_dir,
+                                        workers=workers, metrics=metrics, notes=notes)
+        else:
+            assert run_id is not None
+            code = operate.rollback(dsn, run_id, orgs, console, progress=not no_progress, report_dir=report_dir,
+                                     to=to, only=only, workers=workers, metrics=metrics, notes=notes)
+    notes.close()
+    return code
+
+
+@cli.command("checkpoint")
+@click.argument("run_id")
+@click.argument("name")
+@click.pass_context
+def checkpoint_cmd(ctx: click.Context, run_id: str, name: str) -> int:
+    """Record checkpoint NAME of RUN_ID in every organisation's journal (also while the run works: chunks in
+    flight commit first). `rollback RUN_ID --to NAME` returns the run there.
+    """
+    from runner import operate, pipeline
+
+    dsn = pipeline.need_dsn(_options(ctx).dsn, "checkpoint")
+    return operate.checkpoint(dsn, run_id, name, _console())
 
 
 @cli.command("report")
@@ -461,12 +578,16 @@ def report_cmd(run_id: str, report_dir: Path | None) -> int:
 @click.option("--now", is_flag=True, help="With --spec: ignore the spec's off-peak window.")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Reports (default reports/RUN_ID, or reports/load without a run).")
+@notify_option
+@metrics_options
 @click.pass_context
+@_failure_notified("load")
 def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, users: int, rate: float, duration: int,
              warmup: int, throttle: bool, check_interval: float | None, emit_status: str, after_seconds: int,
              max_during: int,
              wait_seconds: int, seed: int, orgs: tuple[str, ...], run_id: str | None, workers: int | None,
-             batch_size: int | None, now: bool, report_dir: Path | None) -> int:
+             batch_size: int | None, now: bool, report_dir: Path | None, metrics_port: int | None,
+             metrics_addr: str, metrics_textfile: Path | None, notify: tuple[str, ...]) -> int:
     """Locust load on HERA's v1 paths: a baseline phase, then during a run (--spec, or --during RUN_ID).
 
     Per task and overall: requests/s, p50/p95/p99 (from raw µs), error rate, and the degradation during the run;
@@ -474,6 +595,7 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
     critical check or alert fired or a v1 request failed because of the migration (lock timeout, deadlock,
     serialization, statement timeout); those must be zero.
     """
+    from runner import notify as notifying
     from runner import pipeline
     from runner.load.generator import LoadSettings
     from runner.load.session import (
@@ -485,6 +607,7 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
         with_run,
         write_outputs,
     )
+    from runner.metrics import serve_metrics
 
     if spec is not None and during_run is not None:
         raise UsageError("give --spec (run it here under load) or --during RUN_ID (another process runs it), not both")
@@ -497,7 +620,10 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
                     after_seconds=float(after_seconds))
     if spec is None and during_run is None:
         out = report_dir or pipeline.REPORTS / "load"
-        measured = baseline_only(dsn, plan, out, console)
+        # click closes the metrics (final textfile, server down) when the command ends, by return or exception
+        gauges = ctx.with_resource(serve_metrics("", port=metrics_port, addr=metrics_addr, textfile=metrics_textfile,
+                                                 command="load", say=console.print))
+        measured = baseline_only(dsn, plan, out, console, gauges)
         paths = write_outputs(measured, out)
         console.print(f"load report: {paths['html'].resolve()}")
         return 0
@@ -507,8 +633,13 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
         from runner.validate import validate_run
 
         out = pipeline.report_dir_for(during_run, report_dir)
-        measured = alongside(dsn, during_run, plan, out, console, wait_seconds=float(wait_seconds))
+        notes = ctx.meta[NOTIFIER] = notifying.for_run(None, notify, out, run_id=during_run, console=console)
+        gauges = ctx.with_resource(serve_metrics(during_run, port=metrics_port, addr=metrics_addr,
+                                                 textfile=metrics_textfile, command="load", say=console.print))
+        measured = alongside(dsn, during_run, plan, out, console, wait_seconds=float(wait_seconds), metrics=gauges)
+        gauges.set_phase("validating")
         run_spec = pipeline.spec_of_run(dsn, during_run)
+        notes.add(notifying.spec_webhooks(run_spec, console))
         wait_for_results(out / "results.json", measured.windows["during"][0])  # written after the run began
         snapshot = out / pipeline.SNAPSHOT_FILE
         performance = measured.performance()
@@ -516,12 +647,23 @@ def load_cmd(ctx: click.Context, spec: Path | None, during_run: str | None, user
                                snapshot_path=snapshot if snapshot.exists() else None, performance=performance)
         console.print(pipeline.verdict_line(json.loads(outcome.results_path.read_text(encoding="utf-8")),
                                             outcome.html_path))
-        return exit_code(outcome.exit_code, performance, console)
+        gauges.set_integrity_score(outcome.results.get("integrity_score"))
+        gauges.set_phase("done")
+        notes.alerts(outcome.results, outcome.html_path, command="load")
+        code = exit_code(outcome.exit_code, performance, console, notes, outcome.html_path)
+        notes.finished("load", outcome.results, code, outcome.html_path)
+        notes.close()
+        return code
     assert spec is not None
     opts = pipeline.RunOptions(orgs=orgs, run_id=run_id, workers=workers, batch_size=batch_size, now=now,
-                               report_dir=report_dir)
-    ran, _hook = with_run(dsn, spec, opts, plan, console)
-    return exit_code(ran.exit_code, ran.results.get("performance") or {}, console)
+                               report_dir=report_dir, metrics_port=metrics_port, metrics_addr=metrics_addr,
+                               metrics_textfile=metrics_textfile)
+    notes = ctx.meta[NOTIFIER] = notifying.Notifier(notifying.cli_webhooks(notify, console), console=console)
+    ran, _hook = with_run(dsn, spec, opts, plan, console, notifier=notes)  # the run adds the spec's webhooks
+    code = exit_code(ran.exit_code, ran.results.get("performance") or {}, console, notes, ran.html_path)
+    notes.finished("load", ran.results, code, ran.html_path)
+    notes.close()
+    return code
 
 
 # --- demo ----------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from runner import pipeline
+from runner import operate, pipeline
 from runner.db import providers, schema
 from runner.errors import EXIT_OK
 from runner.plan import build_plan, render_text
@@ -50,7 +50,7 @@ def run_demo(dsn: str | None, *, size: str, seed: int, keep: bool, report_dir: P
         outcome = pipeline.run(srv.dsn, spec_path, pipeline.RunOptions(run_id=run_id, report_dir=out, now=True),
                                console, progress=True)
         console.print(f"[6/{STEPS}] rollback rehearsal")
-        rehearsal = pipeline.rehearse_rollback(srv.dsn, run_id, out, console)
+        rehearsal = operate.rehearse_rollback(srv.dsn, run_id, out, console)
         if keep and srv.cluster is not None:
             console.print(f"data directory kept at {srv.cluster.root}")
     html = out / "index.html"

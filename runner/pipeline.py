@@ -1,5 +1,6 @@
-"""The verbs that move data or judge it — run, status, validate, rollback, report — as the CLI and the demo call
-them: before-snapshot → migrate → after-snapshot + diff + checks → results.json / index.html / junit.xml.
+"""The verbs that move data or judge it — run, status, validate, report — as the CLI and the demo call them
+(the verbs that undo, rollback and checkpoint, are in runner.operate): before-snapshot → migrate → after-snapshot +
+diff + checks → results.json / index.html / junit.xml.
 
 Everything returns the documented exit code (0 fine, 1 a critical check failed or a critical alert fired);
 failures the operator must act on raise a HarnessError subclass with a hint (exit 2 or 3).
@@ -29,7 +30,7 @@ from runner.console import print_table as print_table
 from runner.contract import SNAPSHOT_FILE as SNAPSHOT_FILE  # re-exported: the CLI and tools use pipeline's
 from runner.db.connect import connect
 from runner.engine import faults
-from runner.engine.outcome import RollbackResult, RunResult
+from runner.engine.outcome import RunResult
 from runner.engine.throughput import ThroughputRecorder
 from runner.errors import EXIT_OK, DataError, UsageError
 from runner.report.live import LiveReport
@@ -37,6 +38,8 @@ from runner.spec import Spec, load_spec
 
 if TYPE_CHECKING:
     from runner.engine.hooks import Throttle
+    from runner.metrics import RunMetrics
+    from runner.notify import Notifier
     from runner.validate.impact import HostSampler
 
 REPORTS = Path("reports")
@@ -69,6 +72,10 @@ class RunOptions:
     report_dir: Path | None = None
     live_seconds: float | None = 3.0  # re-render the live index.html this often while running; None: no dashboard
     baseline_seconds: float = 1.0  # the host's CPU/memory baseline window right before migrating (impact.HostSampler)
+    metrics_port: int | None = None  # live Prometheus metrics over HTTP (runner.metrics); 0: a free port
+    metrics_addr: str = "127.0.0.1"
+    metrics_textfile: Path | None = None  # ... and/or as a node_exporter textfile
+    notify: tuple[str, ...] = ()  # --notify webhooks (URL or env:NAME), besides the spec's alerts.notify
 
 
 @dataclass
@@ -97,13 +104,18 @@ class LoadHook(Protocol):
 
 def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progress: bool = True,
         throttle: Throttle | None = None, load: LoadHook | None = None,
-        shared_throttle: SharedThrottleFinder | None = None) -> RunOutcome:
+        shared_throttle: SharedThrottleFinder | None = None, metrics: RunMetrics | None = None,
+        notifier: Notifier | None = None) -> RunOutcome:
     """`throttle` paces the chunks; without one, `shared_throttle` may find one in the run's report directory (a
     `load --during` process sharing its live v1 latency there, see runner.load.shared); `load` is a load session
-    around the run."""
+    around the run. `metrics` are live metrics its caller exposes (a load session); without them the run exposes its
+    own as opts.metrics_* say. Alerts go to the webhooks of `notifier` plus the spec's (runner.notify); without one
+    the run makes its own for opts.notify and the spec's, and also reports its end or its failure."""
+    from runner import notify
     from runner.compile.scope import resolve_orgs
     from runner.engine import new_run_id, run_migration
     from runner.engine.progress import RichProgress
+    from runner.metrics import ThrottleObservable, serve_metrics
     from runner.snapshot.extract import take_snapshot
     from runner.validate import validate_run
     from runner.validate.impact import HostSampler, server_is_local
@@ -139,17 +151,28 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         opts = dataclasses.replace(opts, resume=False)
     if throttle is None and shared_throttle is not None:
         throttle = shared_throttle(out, spec, console)
+    own = notifier is None  # else its caller (a load session) reports the end
+    notes = notifier if notifier is not None else notify.Notifier(notify.cli_webhooks(opts.notify, console),
+                                                                  console=console)
+    notes.bind(run_id=run_id, report_dir=out)
+    notes.add(notify.spec_webhooks(spec, console))
     live = _live_report(dsn, spec, run_id, out, scope, opts.live_seconds)
     sampler = HostSampler()  # the database host's CPU and memory, when it is this machine
     recorder = ThroughputRecorder()
     live.recorder = recorder
     local = server_is_local(dsn)
-    with live, (sampler if local else contextlib.nullcontext()):
+    exposed = contextlib.nullcontext(metrics) if metrics is not None else serve_metrics(
+        run_id, port=opts.metrics_port, addr=opts.metrics_addr, textfile=opts.metrics_textfile, say=console.print)
+    with (exposed as gauges, notes.guard("run") if own else contextlib.nullcontext(), live,
+          sampler if local else contextlib.nullcontext()):
+        if isinstance(throttle, ThrottleObservable):
+            gauges.watch_throttle(throttle)
         has_before = snapshot.exists() and "before" in snapshot_labels(snapshot)
         if opts.resume and not has_before:
             console.print(f"[yellow]no before-snapshot in {snapshot}: the diff will be skipped for this run")
         elif not opts.resume or not has_before:
             live.set_phase("snapshot_before")
+            gauges.set_phase("snapshot_before")
             t0 = time.monotonic()
             info = take_snapshot(dsn, org_ids, snapshot, "before")
             faults.point("snapshot")  # test-only: HERA_FAULT_KILL=snapshot:1 dies here (no journal yet)
@@ -161,13 +184,14 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
             return run_migration(dsn, spec, orgs=opts.orgs, run_id=run_id, workers=opts.workers,
                                  batch_size=opts.batch_size, resume=opts.resume,
                                  retry_quarantined=opts.retry_quarantined, now=opts.now, throttle=throttle,
-                                 progress=recorder)
+                                 progress=gauges.sink(recorder), report_dir=str(out.resolve()))
 
         sampler.mark("baseline")  # the database host just before the migration: what "increase" is measured from
         sampler.wait(opts.baseline_seconds)
         sampler.mark("during")
         recorder.restart()
         live.set_phase("migrating", phases)
+        gauges.set_phase("migrating")
         if load is not None:
             load.migrating()
         t0 = time.monotonic()
@@ -191,6 +215,7 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         performance["timeline"] = recorder.timeline()
 
         live.set_phase("validating", phases)
+        gauges.set_phase("validating")
         live.stop()  # from here on only the validation writes index.html (its final page)
         faults.point("validate")  # test-only: HERA_FAULT_KILL=validate:1 dies before validating
         t0 = time.monotonic()
@@ -198,7 +223,13 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
                                snapshot_path=snapshot if snapshot.exists() else None,
                                performance=performance, host=host_facts(sampler, local), started_at=run_started)
         phases["validate"] = time.monotonic() - t0
+        notes.alerts(outcome.results, outcome.html_path, command="run")
+        gauges.set_integrity_score(outcome.results.get("integrity_score"))
+        gauges.set_phase("done")
     console.print(verdict_line(outcome.results, outcome.html_path))
+    if own:
+        notes.finished("run", outcome.results, outcome.exit_code, outcome.html_path)
+        notes.close()
     return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
 
 
@@ -260,7 +291,11 @@ def spec_of_run(dsn: str, run_id: str) -> Spec:
     return spec
 
 
-def validate(dsn: str, run_id: str, report_dir: Path | None, console: Console) -> RunOutcome:
+def validate(dsn: str, run_id: str, report_dir: Path | None, console: Console, *,
+             notify: tuple[str, ...] = ()) -> RunOutcome:
+    """`notify`: --notify webhooks (URL or env:NAME); they and the spec's alerts.notify get every alert that
+    fires and the verdict (runner.notify)."""
+    from runner import notify as notifying
     from runner.engine import run_status
     from runner.validate import validate_run
 
@@ -268,81 +303,19 @@ def validate(dsn: str, run_id: str, report_dir: Path | None, console: Console) -
     out = report_dir_for(run_id, report_dir)
     out.mkdir(parents=True, exist_ok=True)
     snapshot = out / SNAPSHOT_FILE
-    status = run_status(dsn, run_id)
-    outcome = validate_run(dsn, spec, run_id, report_dir=out, snapshot_path=snapshot if snapshot.exists() else None)
+    notes = notifying.for_run(spec, notify, out, run_id=run_id, console=console)
+    with notes.guard("validate"):
+        status = run_status(dsn, run_id)
+        outcome = validate_run(dsn, spec, run_id, report_dir=out,
+                               snapshot_path=snapshot if snapshot.exists() else None)
+        notes.alerts(outcome.results, outcome.html_path, command="validate")
     if not snapshot.exists():
         console.print(f"[yellow]no {snapshot}: validated without the before/after diff")
     console.print(f"journal status: {status.status}")
     console.print(verdict_line(outcome.results, outcome.html_path))
+    notes.finished("validate", outcome.results, outcome.exit_code, outcome.html_path)
+    notes.close()
     return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
-
-
-def rollback(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *, progress: bool = True,
-             report_dir: Path | None = None) -> int:
-    """Roll the run back, then rewrite its report (results.json + index.html) to say so: the report always tells
-    the run's current state (runner.rollback_report)."""
-    _check_run_id(run_id)
-    started = datetime.now(UTC)
-    result = rollback_result(dsn, run_id, orgs, console, progress=progress)
-    _record_rollback(dsn, run_id, result, report_dir_for(run_id, report_dir), started, console, rehearsal=False,
-                     partial=bool(orgs))
-    return EXIT_OK if result.status == "rolled_back" else 1
-
-
-def rehearse_rollback(dsn: str, run_id: str, report_dir: Path, console: Console, *,
-                      exclude_created_by: str | None = None) -> dict[str, Any]:
-    """The demo's rehearsal: the same rollback and report rewrite as `rollback`, marked as a rehearsal;
-    `exclude_created_by` leaves that actor's rows out of the comparison (a rehearsal under a v1 load)."""
-    started = datetime.now(UTC)
-    result = rollback_result(dsn, run_id, (), console, progress=False)
-    return _record_rollback(dsn, run_id, result, report_dir, started, console, rehearsal=True, partial=False,
-                            exclude_created_by=exclude_created_by)
-
-
-def _record_rollback(dsn: str, run_id: str, result: RollbackResult, out: Path, started: datetime,
-                     console: Console, *, rehearsal: bool, partial: bool,
-                     exclude_created_by: str | None = None) -> dict[str, Any]:
-    from runner import rollback_report
-    from runner.report import record_rollback
-
-    section = rollback_report.section(dsn, result, out, started, rehearsal=rehearsal, partial=partial,
-                                      exclude_created_by=exclude_created_by)
-    compared = section["comparison"]
-    if compared["made"]:
-        console.print("before-snapshot vs after rollback: " + (
-            "identical in all six tables (journal kept as audit trail)" if compared["identical"] else
-            "DIFFERENT: " + ", ".join(f"{t} {n}" for t, n in compared["differing_rows"].items() if n)))
-    else:
-        console.print(f"no row-for-row comparison with the before-snapshot: {compared['reason']}")
-    written = record_rollback(out, section)
-    if written is None:
-        console.print(f"[yellow]no report of {run_id} in {out} to update (results.json missing)")
-    else:
-        console.print(f"report rewritten (run rolled back): {written['html'].resolve()}")
-    return section
-
-
-def rollback_result(dsn: str, run_id: str, orgs: tuple[str, ...], console: Console, *,
-                    progress: bool = True) -> RollbackResult:
-    from runner.engine import rollback_run
-    from runner.engine.progress import RichProgress
-
-    if progress:
-        with RichProgress(console, label="rolling back") as sink:
-            result = rollback_run(dsn, run_id, orgs=orgs, progress=sink)
-    else:
-        result = rollback_run(dsn, run_id, orgs=orgs)
-    print_table(console, f"rollback of {run_id}: {result.status} in {result.seconds:.1f}s",
-                ["organisation", "status", "originals restored", "reposts deleted", "reversals deleted",
-                 "aliases restored", "entities", "conflicts", "verified"],
-                [[o.organization_code, o.status, f"{o.originals_restored:,}", f"{o.reposts_deleted:,}",
-                  f"{o.reversals_deleted:,}", f"{o.aliases_restored:,}",
-                  ", ".join(f"{k} {v}" for k, v in sorted(o.entities.items()) if v) or "-",
-                  str(len(o.conflicts)), "yes" if o.verified else "NO"] for o in result.organizations])
-    for o in result.organizations:
-        for c in o.conflicts[:20]:
-            console.print(f"  REQUIRES_REVIEW {o.organization_code} {c.role} {c.transaction_id}: {c.reason}")
-    return result
 
 
 def status(dsn: str, run_id: str, console: Console, *, as_json: bool = False) -> int:
@@ -362,7 +335,21 @@ def status(dsn: str, run_id: str, console: Console, *, as_json: bool = False) ->
                   f"{sum(o.quarantined.values()):,}", f"{o.chunks:,}",
                   o.last_chunk_at.isoformat(timespec="seconds") if o.last_chunk_at else "-"]
                  for o in st.organizations])
+    named: dict[str, list[dict[str, Any]]] = {}
+    for c in st.checkpoints:
+        named.setdefault(c["name"], []).append(c)
+    if named:
+        print_table(console, "checkpoints (rollback RUN_ID --to NAME)",
+                    ["checkpoint", "kind", "organisations", "first recorded", "migrated + aliased at the cut"],
+                    [[name, cs[0]["kind"], ", ".join(c["organization_code"] for c in cs)[:60],
+                      min(c["at"] for c in cs), f"{sum(_done_at_cut(c) for c in cs):,}"]
+                     for name, cs in named.items()])
     return EXIT_OK
+
+
+def _done_at_cut(checkpoint: dict[str, Any]) -> int:
+    counters = checkpoint.get("counters") or {}
+    return int(counters.get("migrated") or 0) + int(counters.get("aliased") or 0)
 
 
 def report(run_id: str, report_dir: Path | None, console: Console) -> int:

@@ -32,7 +32,13 @@ def comparison(dsn: str, result: RollbackResult, report_dir: Path, *, partial: b
     out: dict[str, Any] = {"made": False, "reason": None, "identical": None, "differing_rows": {},
                            "excluded_created_by": exclude_created_by}
     snapshot = report_dir / SNAPSHOT_FILE
-    if partial:
+    scope = result.scope or {}
+    if scope.get("to"):
+        out["reason"] = (f"rolled back to checkpoint {scope['to']}: what the run did before it stays, so the "
+                         "before-snapshot is not the state to compare with")
+    elif scope.get("only"):
+        out["reason"] = (f"only {', '.join(scope['only'])} rolled back (--only): the rest of the run's work stays")
+    elif partial:
         out["reason"] = ("only some organisations were rolled back (--org): the before-snapshot also holds the "
                          "others, which still carry the migration")
     elif result.status != "rolled_back":
@@ -61,7 +67,9 @@ def section(dsn: str, result: RollbackResult, report_dir: Path, started: datetim
             "conflict_samples": [{"record_id": c.transaction_id, "role": c.role, "message": c.reason}
                                  for c in o.conflicts[:CONFLICT_SAMPLES]],
             "verified": o.verified, "problems": list(o.problems), "error": o.error})
-    return {"status": result.status, "rehearsal": rehearsal, "partial": partial, "started_at": _iso(started),
+    return {"status": result.status, "rehearsal": rehearsal, "partial": partial,
+            "scope": {"to": (result.scope or {}).get("to"), "only": list((result.scope or {}).get("only") or [])},
+            "started_at": _iso(started),
             "finished_at": _iso(datetime.now(UTC)), "seconds": round(result.seconds, 3),
             "verified": bool(orgs) and all(o["verified"] for o in orgs),
             "organizations": orgs, "comparison": compared}

@@ -18,7 +18,9 @@ from runner.compile import Statement, render
 
 RUN_ID_PATTERN = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,64}\Z")  # not "." or "..": it names reports/<id>/
 QUARANTINE_PREFIX = "quarantine:"
+CHECKPOINT_PREFIX = "checkpoint:"
 ADVISORY_LOCK_CLASS = 0x4845_5241  # "HERA": the namespace of the per-organisation advisory lock
+CHECKPOINT_LOCK_CLASS = 0x4845_5243  # "HERC": the per-organisation checkpoint gate (runner/engine/checkpoints.py)
 
 # Per migration transaction (docs/contract.md §7: no parallel plans where gen_random_uuid() runs).
 # The lock timeout stays well below PostgreSQL's deadlock_timeout (1 s): hera_txn_reverse_v1 inserts the -REV twin
@@ -48,6 +50,8 @@ SQL_CONSTANTS: dict[str, Any] = {
     "reversal_of_key": "reversal_of",
     "reversal_reason_key": "reversal_reason",
     "quarantine_prefix": QUARANTINE_PREFIX,
+    "checkpoint_prefix": CHECKPOINT_PREFIX,
+    "seq_key": "seq",
     "journal_type": contract.JOURNAL_ENTITY_TYPE,
     "journal_smart_code": contract.JOURNAL_SMART_CODE,
     "checkpoint_smart_code": contract.CHECKPOINT_SMART_CODE,

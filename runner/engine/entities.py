@@ -271,8 +271,11 @@ def migrate_entities(conn: psycopg.Connection[Any], spec: Spec, org_id: str, run
     return counts
 
 
-def rollback_entities(conn: psycopg.Connection[Any], run_id: str, org_id: str) -> dict[str, int]:
+def rollback_entities(conn: psycopg.Connection[Any], run_id: str, org_id: str,
+                      parts: tuple[str, ...] = ("entities", "config")) -> dict[str, int]:
     """Restore every entity, dynamic field and org setting the run changed, inside the caller's transaction.
+    `parts`: "entities" (the entity families and their fields), "config" (the organisation's settings: one row,
+    what `rollback --only config` restores in seconds).
 
     A row changed by someone else since the run (updated_by no longer the actor, or version moved on) is left as it
     is and counted as a conflict for review. Idempotent: what is restored no longer carries this run's marker.
@@ -280,7 +283,8 @@ def rollback_entities(conn: psycopg.Connection[Any], run_id: str, org_id: str) -
     actor = str(MIGRATION_ACTOR_ID)
     counts = {"entities_restored": 0, "dynamic_restored": 0, "organization_config": 0, "conflicts": 0}
     entities = _rows(conn, "lock_marked", org_id=org_id, run_id=run_id, role=ROLE_ENTITY,
-                     migration_key=META_MIGRATION, run_id_key="run_id", role_key="role")
+                     migration_key=META_MIGRATION, run_id_key="run_id",
+                     role_key="role") if "entities" in parts else []
     restore, upserts, removals = [], [], []
     for row in entities:
         pre = row["metadata"][META_MIGRATION]["pre"]
@@ -316,8 +320,9 @@ def rollback_entities(conn: psycopg.Connection[Any], run_id: str, org_id: str) -
     for entity_id, name in removals:
         cur = _q(conn, "delete_created_field", org_id=org_id, entity_id=entity_id, field_name=name, actor=actor)
         counts["dynamic_restored"] += cur.rowcount
-    counts["organization_config"], conflict = _rollback_org_config(conn, org_id, run_id)
-    counts["conflicts"] += conflict
+    if "config" in parts:
+        counts["organization_config"], conflict = _rollback_org_config(conn, org_id, run_id)
+        counts["conflicts"] += conflict
     return counts
 
 

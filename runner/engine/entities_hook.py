@@ -4,7 +4,7 @@ The entity logic lives in `runner.engine.entities`, written separately. When tha
   migrate_entities(conn, spec, org_id, run_id) -> dict[str, int]   (called once per org after the transaction
                                                                      tiers, in its own transaction, with a
                                                                      journal checkpoint `entities`)
-  rollback_entities(conn, run_id, org_id) -> dict[str, int]         (called by rollback per org, in its own
+  rollback_entities(conn, run_id, org_id, parts) -> dict[str, int]  (called by rollback per org, in its own
                                                                      transaction, before the journal is closed)
 the engine calls them; otherwise entity migration is skipped (counts stay empty).
 """
@@ -22,7 +22,7 @@ from runner.spec.model import Spec
 
 MODULE = "runner.engine.entities"
 MigrateFn = Callable[[psycopg.Connection[Any], Spec, str, str], dict[str, int]]
-RollbackFn = Callable[[psycopg.Connection[Any], str, str], dict[str, int]]
+RollbackFn = Callable[[psycopg.Connection[Any], str, str, tuple[str, ...]], dict[str, int]]
 
 
 def _module() -> ModuleType | None:

@@ -24,6 +24,11 @@ class ProgressSink(Protocol):
     def org_advanced(self, org_id: str, done: int) -> None:
         """`done` more candidates were handled (migrated, aliased or quarantined; or rolled back)."""
 
+    def chunk_done(self, org_id: str, tier: str, handled: int, quarantined: int, seconds: float) -> None:
+        """A chunk of `tier` (reverse_repost, reporting_alias, rollback) committed: `handled` candidates (of
+        which `quarantined` were quarantined) in `seconds`, on the calling worker thread (its name identifies
+        the worker). Follows the chunk's org_advanced."""
+
     def org_finished(self, org_id: str, status: str) -> None:
         """The organisation is finished with `status` (completed, incomplete, failed, rolled_back, ...)."""
 
@@ -33,6 +38,9 @@ class NullProgress:
         return None
 
     def org_advanced(self, org_id: str, done: int) -> None:
+        return None
+
+    def chunk_done(self, org_id: str, tier: str, handled: int, quarantined: int, seconds: float) -> None:
         return None
 
     def org_finished(self, org_id: str, status: str) -> None:

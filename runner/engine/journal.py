@@ -6,9 +6,12 @@ Checkpoint fields (field_name → value column):
   status (text), phase (text), candidates_reverse_repost / candidates_reporting_alias (number, set when the
   journal is created), migrated / aliased / chunks (number, incremented per chunk), quarantined (number: the
   count of quarantine rows), last_chunk_at / finished_at (date), entities (json, from the entity hook);
+  entities_seq (number: the seq of the entity step's transaction);
   rollback: rollback_originals / rollback_reposts / rollback_reversals / rollback_aliases (incremented),
-  conflicts (number), rolled_back_at (date).
-Quarantined candidates: field quarantine:<transaction id>, json {reason, tier, sqlstate, message, attempts, at}.
+  conflicts (number), rolled_back_at (date), rolled_back_to (json: the checkpoint of a `rollback --to`),
+  rolled_back_scopes (json: what a scoped rollback (`--only`) undid).
+Quarantined candidates: field quarantine:<transaction id>, json {reason, tier, sqlstate, message, attempts, at, seq}.
+Named checkpoints: field checkpoint:<name>, json {name, kind, seq, at, counters} (runner/engine/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from runner.engine.context import QUARANTINE_PREFIX, Sql
 from runner.engine.outcome import Quarantined
 
 COUNTERS = ("migrated", "aliased", "chunks", "rollback_originals", "rollback_reposts", "rollback_reversals",
-            "rollback_aliases", "rollback_chunks")
+            "rollback_aliases", "rollback_chunks", "rollback_entities")
 QUARANTINED_FIELD = "quarantined"
 
 
@@ -83,8 +86,9 @@ def set_meta(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: s
 
 def checkpoint(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str, *,
                counters: dict[str, int] | None = None, values: dict[str, Any] | None = None,
-               count_quarantine: bool = True) -> None:
-    """Increment `counters`, replace `values` (and recount the quarantine rows) in one statement."""
+               count_quarantine: bool = True) -> dict[str, Decimal | None]:
+    """Increment `counters`, replace `values` (and recount the quarantine rows) in one statement; returns the
+    numbers the fields hold now (a counter's new total)."""
     names: list[str] = []
     types: list[str] = []
     numbers: list[Decimal | None] = []
@@ -115,9 +119,10 @@ def checkpoint(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id:
         add(name, value)
     if count_quarantine and QUARANTINED_FIELD not in names:
         add(QUARANTINED_FIELD, 0)
-    sql.execute(conn, "run/checkpoint", org_id=org_id, journal_id=journal_id, names=names, types=types,
-                numbers=numbers, texts=texts, dates=dates, jsons=jsons, counters=list(COUNTERS),
-                quarantined_field=QUARANTINED_FIELD)
+    rows = sql.rows(conn, "run/checkpoint", org_id=org_id, journal_id=journal_id, names=names, types=types,
+                    numbers=numbers, texts=texts, dates=dates, jsons=jsons, counters=list(COUNTERS),
+                    quarantined_field=QUARANTINED_FIELD)
+    return {str(name): number for name, number in rows}
 
 
 def quarantine(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str,

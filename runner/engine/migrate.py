@@ -43,13 +43,14 @@ def run_migration(dsn: str, spec: Spec, *, orgs: tuple[str, ...] = (), run_id: s
                   workers: int | None = None, batch_size: int | None = None, resume: bool = False,
                   retry_quarantined: bool = False, now: bool = False, progress: ProgressSink | None = None,
                   throttle: Throttle | None = None, hooks: EngineHooks | None = None,
-                  stop: threading.Event | None = None) -> RunResult:
+                  stop: threading.Event | None = None, report_dir: str | None = None) -> RunResult:
     """Migrate the organisations in scope (tier 2, tier 3, entity hook) and return per-org counts.
 
     `batch_size` given: every chunk has exactly that many candidates (the last one fewer). Not given: the spec's
     batch size is a ceiling and chunks shrink so each transaction stays under ~1 s of lock time
     (engine/organization.py).
     `hooks` are test-only fault points; `stop` (set from another thread) ends the run between chunks.
+    `report_dir`: where the run's report goes, recorded in the journal (`rollback --all-runs` rewrites it there).
     Returns with status `incomplete` when candidates stayed locked by other sessions (resume continues);
     raises RunFailed (exit 3) when an organisation failed, after the others finished.
     """
@@ -72,7 +73,8 @@ def run_migration(dsn: str, spec: Spec, *, orgs: tuple[str, ...] = (), run_id: s
         conn.rollback()
     _check_journals(run_id, spec, found, resume)
     options = {"workers": n_workers, "batch_size": batch, "adaptive_chunks": batch_size is None,
-               "retry_quarantined": retry_quarantined, "now": now, "orgs": list(orgs), "resume": resume}
+               "retry_quarantined": retry_quarantined, "now": now, "orgs": list(orgs), "resume": resume,
+               "report_dir": report_dir}
     settings = RunSettings(run_id=run_id, spec=spec, batch_size=batch, resume=resume,
                            retry_quarantined=retry_quarantined, spec_info=spec_info(spec), options=options,
                            journals=found, adaptive=batch_size is None)

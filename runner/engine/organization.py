@@ -23,7 +23,7 @@ import psycopg
 
 from runner.compile.params import Mappings
 from runner.db.connect import connect
-from runner.engine import alias, entities_hook, faults, journal, repost
+from runner.engine import alias, checkpoints, entities_hook, faults, journal, repost
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
 from runner.engine.context import ADVISORY_LOCK_CLASS, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Sql, advisory_key
 from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, Throttle
@@ -145,6 +145,7 @@ class OrgRunner:
                 for tier in TIERS:
                     t = time.monotonic()
                     self._tier(tier, todo[tier])
+                    self._auto_checkpoint(tier)
                     res.seconds[tier] = time.monotonic() - t
                 if hook is not None and "entities" not in fields:
                     t = time.monotonic()
@@ -171,9 +172,11 @@ class OrgRunner:
         assert self.ctx is not None
         if existing is None:
             with conn.transaction():
+                checkpoints.gate(conn, self.sql, self.org_id)
                 self.journal_id = journal.create(
                     conn, self.sql, org_id=self.org_id, run_id=self.s.run_id, spec=self.s.spec_info,
                     options=self.s.options, candidates={t: len(ids) for t, ids in todo.items()})
+                checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, "start")
             self.ctx = ChunkCtx(spec=self.spec, run_id=self.s.run_id, org_id=self.org_id,
                                 journal_id=self.journal_id, mappings=self.ctx.mappings)
             return {}
@@ -234,9 +237,13 @@ class OrgRunner:
             if self.s.retry_quarantined:
                 journal.unquarantine(conn, self.sql, self.org_id, self.journal_id, outcome.done)
             counter = "migrated" if tier == "reverse_repost" else "aliased"
-            journal.checkpoint(conn, self.sql, self.org_id, self.journal_id,
-                               counters={counter: len(outcome.done), "chunks": 1},
-                               values={"status": "running", "phase": tier, "last_chunk_at": journal.now()})
+            now = journal.checkpoint(conn, self.sql, self.org_id, self.journal_id,
+                                     counters={counter: len(outcome.done), "chunks": 1},
+                                     values={"status": "running", "phase": tier, "last_chunk_at": journal.now()})
+            chunks = int(now.get("chunks") or 0)
+            if chunks % self.spec.execution.checkpoint_every_chunks == 0:
+                checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, f"chunk-{chunks}",
+                                        {k: now.get(k) for k in ("migrated", "aliased", "chunks")})
             self.hooks.before_commit(conn, ChunkInfo(info.organization_id, tier, info.chunk, tuple(outcome.done)))
             faults.point("chunk_before_commit")
             return outcome
@@ -251,6 +258,8 @@ class OrgRunner:
         self.session["migrated" if tier == "reverse_repost" else "aliased"] += len(outcome.done)
         self.session["quarantined"] += len(outcome.quarantined)
         self.progress.org_advanced(self.org_id, outcome.handled)
+        self.progress.chunk_done(self.org_id, tier, outcome.handled, len(outcome.quarantined),
+                                 time.monotonic() - t0)
         return outcome
 
     def _adaptive_size(self, tier: str) -> int:
@@ -289,6 +298,7 @@ class OrgRunner:
                 with conn.transaction():
                     self.sql.execute(conn, "run/session", lock_timeout=LOCK_TIMEOUT,
                                      statement_timeout=STATEMENT_TIMEOUT)
+                    checkpoints.gate(conn, self.sql, self.org_id)
                     return work(conn)
             except psycopg.Error as exc:
                 if not is_transient(exc, conn):
@@ -304,7 +314,8 @@ class OrgRunner:
             counts = hook(conn, self.spec, self.org_id, self.s.run_id)
             self.result.entities = dict(counts)
             journal.checkpoint(conn, self.sql, self.org_id, self.journal_id,
-                               values={"phase": "entities", "entities": dict(counts)})
+                               values={"phase": "entities", "entities": dict(counts),
+                                       "entities_seq": checkpoints.current_seq(conn, self.sql)})
 
         self.transaction(work)
 
@@ -314,8 +325,12 @@ class OrgRunner:
                                values={"status": status, "phase": "done", "finished_at": journal.now()})
             journal.set_meta(conn, self.sql, self.org_id, self.journal_id, status=status,
                              finished_at=journal.now().isoformat())
+            checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, "done")
 
         self.transaction(work)
+
+    def _auto_checkpoint(self, what: str) -> None:
+        self.transaction(lambda conn: checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, what))
 
     def _mark_failed(self) -> None:
         if not self.journal_id:

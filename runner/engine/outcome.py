@@ -129,11 +129,14 @@ class OrgStatus:
 class RunStatus:
     run_id: str
     status: str  # running | completed | incomplete | failed | rolled_back | requires_review | mixed
+    # (also rolled_back_to_checkpoint | partially_rolled_back: resumable)
     organizations: list[OrgStatus] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # per (name, organisation), oldest cut first
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status,
-                "organizations": [o.as_dict() for o in self.organizations]}
+                "organizations": [o.as_dict() for o in self.organizations],
+                "checkpoints": [dict(c) for c in self.checkpoints]}
 
 
 @dataclass
@@ -170,10 +173,11 @@ class RollbackResult:
     status: str  # rolled_back | requires_review | failed
     organizations: list[OrgRollbackResult] = field(default_factory=list)
     seconds: float = 0.0
+    scope: dict[str, Any] = field(default_factory=dict)  # {to: checkpoint | None, only: [parts] | []}
 
     def org(self, organization_id: str) -> OrgRollbackResult:
         return next(o for o in self.organizations if o.organization_id == organization_id)
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "seconds": round(self.seconds, 3),
-                "organizations": [o.as_dict() for o in self.organizations]}
+                "scope": dict(self.scope), "organizations": [o.as_dict() for o in self.organizations]}

@@ -7,7 +7,14 @@ from runner import contract
 from runner.compile import Statement, render
 from runner.compile.params import Mappings, entity_params, reversal_reason
 from runner.engine.chunk import ChunkCtx
-from runner.engine.context import ADVISORY_LOCK_CLASS, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Sql, advisory_key
+from runner.engine.context import (
+    ADVISORY_LOCK_CLASS,
+    CHECKPOINT_LOCK_CLASS,
+    LOCK_TIMEOUT,
+    STATEMENT_TIMEOUT,
+    Sql,
+    advisory_key,
+)
 from runner.engine.entities import CREATED_FIELD_SMART_CODE
 from runner.engine.journal import COUNTERS, QUARANTINED_FIELD
 from runner.spec.model import Spec
@@ -64,7 +71,7 @@ def review_statements(spec: Spec) -> list[Statement]:
     ]
     for excluded in (True, False):
         out.append(s.statement("rollback/targets", role=contract.ROLE_ORIGINAL, exclude_ids=excluded,
-                               excluded=one))
+                               excluded=one, boundary=-1))
     out += [
         s.statement("rollback/lock_originals", ids=one),
         s.statement("rollback/lock_outputs", ids=one),
@@ -81,7 +88,19 @@ def review_statements(spec: Spec) -> list[Statement]:
     ]
     for list_smart_code in (True, False):
         out.append(s.statement("rollback/restore_aliases", list_smart_code=list_smart_code, ids=one))
-    out.append(s.statement("rollback/leftovers", kept=one, reason=reversal_reason(SAMPLE_RUN)))
+    out.append(s.statement("rollback/leftovers", kept=one, reason=reversal_reason(SAMPLE_RUN), boundary=-1))
+    out += [
+        s.statement("checkpoint/gate_shared", lock_class=CHECKPOINT_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
+        s.statement("checkpoint/gate_exclusive", lock_class=CHECKPOINT_LOCK_CLASS,
+                    lock_keys=[advisory_key(o) for o in orgs]),
+        s.statement("checkpoint/seq"),
+        s.statement("checkpoint/list", org_ids=orgs, journal_ids=[SAMPLE_JOURNAL]),
+        s.statement("checkpoint/forget", seq=1, fields=["entities"]),
+        plain.statement("rollback/all_journals", org_ids=orgs),
+    ]
+    for replace in (True, False):
+        out.append(s.statement("checkpoint/record", replace=replace, field_name="checkpoint:sample", body="{}",
+                               seq=1))
     return out + entity_statements(spec, orgs[0])
 
 

@@ -8,11 +8,22 @@ Per chunk (one transaction, resumable: whatever committed is done, the rest is f
 A group where anything was changed by someone else after the run (original, repost or twin no longer as the run
 left it) is not touched and is reported as a conflict (REQUIRES_REVIEW). Then the entity hook, a final check
 (no row of the run left but the conflicts), and the journal (kept as the audit trail) is marked rolled_back.
+
+Scoped forms (runner/engine/checkpoints.py for the cut):
+- `to` a checkpoint: only what the run's transactions after the cut wrote (rows whose metadata.migration.seq is
+  higher; the entity step when its entities_seq is). The journal forgets what it recorded after the cut
+  (checkpoints, quarantine entries, the entity step), its counters go down by what was undone, and its status
+  becomes rolled_back_to_checkpoint: `run --resume` continues from there.
+- `only` some parts: transactions (tiers 2 and 3), entities (posting rules, fiscal periods), config (the
+  organisation's settings; one row, no transaction touched). Status partially_rolled_back unless all parts.
+Organisations are rolled back in parallel (`workers` sessions), each claimed with the organisation lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +32,7 @@ import psycopg
 from runner import contract
 from runner.compile.params import reversal_reason
 from runner.db.connect import connect
-from runner.engine import entities_hook, faults, journal
+from runner.engine import checkpoints, entities_hook, faults, journal
 from runner.engine.context import (
     ADVISORY_LOCK_CLASS,
     LOCK_TIMEOUT,
@@ -40,6 +51,9 @@ from runner.spec.model import Retries
 BATCH = 500
 RETRIES = Retries()
 PREIMAGE = contract.ORIGINAL_PREIMAGE_COLUMNS
+PARTS = ("transactions", "entities", "config")
+WHOLE = -1  # the boundary of a whole-run rollback: every seq is above it
+FAR = 2**62  # a seq above every transaction id: `--only` without `--to` forgets no checkpoint
 
 
 class RollbackFailed(HarnessError):
@@ -60,26 +74,50 @@ class _Delta:
     conflicts: list[tuple[Conflict, list[str]]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What a rollback undoes: `to` a checkpoint (None: the whole run) and which parts."""
+
+    to: str | None = None
+    parts: tuple[str, ...] = PARTS
+
+    @property
+    def partial(self) -> bool:
+        return self.to is not None or set(self.parts) != set(PARTS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"to": self.to, "only": sorted(self.parts) if set(self.parts) != set(PARTS) else []}
+
+
 @dataclass
 class _Org:
     j: journal.Journal
     sql: Sql
     res: OrgRollbackResult
     conn: psycopg.Connection[Any]
+    scope: Scope = Scope()
+    boundary: int = WHOLE
     kept: set[str] = field(default_factory=set)  # ids of conflict groups, left for review
     chunk: int = 0
 
 
-def rollback_run(dsn: str, run_id: str, *, orgs: tuple[str, ...] = (), progress: ProgressSink | None = None,
+def rollback_run(dsn: str, run_id: str, *, orgs: tuple[str, ...] = (), to: str | None = None,
+                 only: Sequence[str] = (), workers: int = 1, progress: ProgressSink | None = None,
                  hooks: EngineHooks | None = None, batch_size: int | None = None) -> RollbackResult:
+    """Undo run `run_id` (or, with `to`/`only`, part of it) in `orgs` (default: every organisation it has a
+    journal in), `workers` organisations at a time."""
     if not validate_run_id(run_id):
         raise UsageError(f"invalid run id {run_id!r}")
-    sink = progress or NullProgress()
+    unknown_parts = set(only) - set(PARTS)
+    if unknown_parts:
+        raise UsageError(f"--only takes {', '.join(PARTS)}; not {', '.join(sorted(unknown_parts))}")
+    scope = Scope(to=to, parts=tuple(p for p in PARTS if p in only) if only else PARTS)
     t0 = time.monotonic()
     sql = Sql()
     with connect(dsn) as conn:
         visible = [o for o, _ in journal.all_orgs(conn, sql)]
         journals = journal.find(conn, sql, visible, run_id)
+        cuts = checkpoints.boundaries(checkpoints.listing(conn, sql, journals), journals, to) if to else {}
         conn.rollback()
     if not journals:
         raise UsageError(f"no run {run_id} in this database (no journal with that run id)")
@@ -88,34 +126,78 @@ def rollback_run(dsn: str, run_id: str, *, orgs: tuple[str, ...] = (), progress:
         if unknown:
             raise UsageError(f"run {run_id} has no journal in organisation(s) {', '.join(sorted(unknown))}")
         journals = [j for j in journals if j.organization_id in orgs]
-    result = RollbackResult(run_id=run_id, status="running")
-    errors: list[BaseException] = []
+    result = RollbackResult(run_id=run_id, status="running", scope=scope.as_dict())
+    groups: list[list[Job]] = []
     for j in journals:
         res = OrgRollbackResult(organization_id=j.organization_id, organization_code=j.organization_code)
         result.organizations.append(res)
-        batch = batch_size or int((j.metadata.get("options") or {}).get("batch_size") or BATCH)
-        try:
-            _rollback_org(dsn, j, res, sink, hooks or EngineHooks(), batch)
-        except OrgBusy as exc:
-            res.status, res.error = "busy", str(exc)
-            errors.append(exc)
-        except Exception as exc:
-            res.status, res.error = "failed", f"{type(exc).__name__}: {str(exc).strip()}"
-            errors.append(exc)
-        sink.org_finished(j.organization_id, res.status)
+        groups.append([(j, cuts.get(j.organization_id, WHOLE) if to else WHOLE, res)])
+    errors = run_parallel(dsn, groups, scope, progress or NullProgress(), hooks or EngineHooks(), batch_size,
+                          workers)
     result.seconds = time.monotonic() - t0
-    statuses = {o.status for o in result.organizations}
-    result.status = ("failed" if statuses & {"failed", "busy"} else
-                     "requires_review" if "requires_review" in statuses else
-                     "incomplete" if "incomplete" in statuses else "rolled_back")
+    result.status = overall_status(result)
     if errors:
         raise RollbackFailed(f"rollback of {run_id} did not finish in {len(errors)} organisation(s): "
                              f"{str(errors[0]).strip()}", result) from errors[0]
     return result
 
 
-def _rollback_org(dsn: str, j: journal.Journal, res: OrgRollbackResult, sink: ProgressSink, hooks: EngineHooks,
-                  batch: int) -> None:
+def overall_status(result: RollbackResult) -> str:
+    statuses = {o.status for o in result.organizations}
+    return ("failed" if statuses & {"failed", "busy"} else
+            "requires_review" if "requires_review" in statuses else
+            "incomplete" if "incomplete" in statuses else "rolled_back")
+
+
+Job = tuple[journal.Journal, int | None, OrgRollbackResult]  # boundary None: nothing after the cut there
+
+
+def run_parallel(dsn: str, groups: list[list[Job]], scope: Scope, sink: ProgressSink, hooks: EngineHooks,
+                 batch_size: int | None, workers: int) -> list[BaseException]:
+    """Roll back the jobs on up to `workers` sessions: the groups in parallel, the jobs of a group in order (one
+    organisation's runs, newest first). Each job's outcome lands in its result; returns the errors."""
+    errors: list[BaseException] = []
+    pending = list(groups)
+    lock = threading.Lock()
+
+    def one(j: journal.Journal, boundary: int | None, res: OrgRollbackResult) -> None:
+        batch = batch_size or int((j.metadata.get("options") or {}).get("batch_size") or BATCH)
+        try:
+            if boundary is None:
+                res.status, res.verified = "rolled_back", True  # nothing of it is after the cut
+            else:
+                rollback_org(dsn, j, res, sink, hooks, batch, scope, boundary)
+        except OrgBusy as exc:
+            res.status, res.error = "busy", str(exc)
+            with lock:
+                errors.append(exc)
+        except Exception as exc:
+            res.status, res.error = "failed", f"{type(exc).__name__}: {str(exc).strip()}"
+            with lock:
+                errors.append(exc)
+        sink.org_finished(j.organization_id, res.status)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                group = pending.pop(0)
+            for job in group:
+                one(*job)
+
+    threads = [threading.Thread(target=worker, name=f"hera-rollback-worker-{i}", daemon=True)
+               for i in range(max(1, min(workers, len(groups))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def rollback_org(dsn: str, j: journal.Journal, res: OrgRollbackResult, sink: ProgressSink, hooks: EngineHooks,
+                 batch: int, scope: Scope = Scope(), boundary: int = WHOLE) -> None:
+    """Roll back one organisation of one run on its own session (claimed with the organisation lock)."""
     t0 = time.monotonic()
     sql = Sql(org_id=j.organization_id, journal_id=j.id, run_id=j.metadata.get("run_id", ""))
     conn = connect(dsn)
@@ -125,43 +207,69 @@ def _rollback_org(dsn: str, j: journal.Journal, res: OrgRollbackResult, sink: Pr
                               lock_key=advisory_key(j.organization_id)).fetchone()
         if not row or not row[0]:
             raise OrgBusy(j.organization_id)
-        o = _Org(j=j, sql=sql, res=res, conn=conn)
+        o = _Org(j=j, sql=sql, res=res, conn=conn, scope=scope, boundary=boundary)
         with conn.transaction():
-            originals = _targets(o, "original")
-            aliases = _targets(o, "alias")
+            fields = journal.read_fields(conn, sql, [j.organization_id], [j.id]).get(j.id, {})
+            transactions = "transactions" in scope.parts
+            originals = _targets(o, "original") if transactions else []
+            aliases = _targets(o, "alias") if transactions else []
         sink.org_started(j.organization_id, j.organization_code, len(originals) + len(aliases))
         did = bool(originals or aliases)
         _loop(o, "original", originals, batch, sink, hooks)
         _loop(o, "alias", aliases, batch, sink, hooks)
+        entity_parts = tuple(p for p in scope.parts if p != "transactions")
+        entities_after = int(fields.get("entities_seq") or 0) > boundary or "entities" not in fields
         hook = entities_hook.rollback_function()
-        if hook is not None:
+        undone_entities = False
+        if hook is not None and entity_parts and entities_after:
             def work(c: psycopg.Connection[Any]) -> None:
-                res.entities = dict(hook(c, o.j.metadata.get("run_id", ""), o.j.organization_id))
+                res.entities = dict(hook(c, o.j.metadata.get("run_id", ""), o.j.organization_id, entity_parts))
 
             _transaction(o, work)
-            did = did or any(v for k, v in res.entities.items() if k != "conflicts")
+            undone_entities = any(v for k, v in res.entities.items() if k != "conflicts")
+            did = did or undone_entities
             if res.entities.get("conflicts"):
                 res.conflicts.append(Conflict(transaction_id="", role="entity",
                                               reason=f"{res.entities['conflicts']} entity row(s) changed after "
                                                      "the run were left as they are"))
-        _verify(o)
+        if transactions:
+            _verify(o)
+        else:
+            res.verified = True  # nothing of the transaction tiers was in scope
         res.status = ("requires_review" if res.conflicts else "incomplete" if res.problems else "rolled_back")
-        if did or j.status != res.status:
-            def close(c: psycopg.Connection[Any]) -> None:
-                journal.checkpoint(c, sql, j.organization_id, j.id, count_quarantine=False,
-                                   values={"status": res.status, "conflicts": len(res.conflicts),
-                                           "rolled_back_at": journal.now()})
-                journal.set_meta(c, sql, j.organization_id, j.id, status=res.status,
-                                 rolled_back_at=journal.now().isoformat())
-
-            _transaction(o, close)
+        journal_status = res.status
+        if res.status == "rolled_back" and scope.partial:
+            journal_status = "rolled_back_to_checkpoint" if scope.to else "partially_rolled_back"
+        if did or j.status != journal_status:
+            _close(o, journal_status, forget_entities=bool(entity_parts) and entities_after)
     finally:
         res.seconds = round(time.monotonic() - t0, 3)
         conn.close()
 
 
+def _close(o: _Org, status: str, *, forget_entities: bool) -> None:
+    """The journal after the rollback, in one transaction (after a partial one: what a resume needs)."""
+    j, sql, scope = o.j, o.sql, o.scope
+    values: dict[str, Any] = {"status": status, "conflicts": len(o.res.conflicts), "rolled_back_at": journal.now()}
+    if scope.to:
+        values["rolled_back_to"] = {"checkpoint": scope.to, "seq": o.boundary, "at": journal.now().isoformat()}
+    if scope.partial and not scope.to:
+        values["rolled_back_scopes"] = list(scope.parts)
+
+    def close(c: psycopg.Connection[Any]) -> None:
+        if scope.partial:
+            sql.execute(c, "checkpoint/forget", org_id=j.organization_id, journal_id=j.id,
+                        seq=o.boundary if scope.to else FAR,
+                        fields=["entities", "entities_seq", "finished_at"] if forget_entities else ["finished_at"])
+        journal.checkpoint(c, sql, j.organization_id, j.id, count_quarantine=scope.partial, values=values)
+        journal.set_meta(c, sql, j.organization_id, j.id, status=status, rolled_back_at=journal.now().isoformat())
+
+    _transaction(o, close)
+
+
 def _targets(o: _Org, role: str) -> list[str]:
-    rows = o.sql.rows(o.conn, "rollback/targets", role=role, exclude_ids=bool(o.kept), excluded=sorted(o.kept))
+    rows = o.sql.rows(o.conn, "rollback/targets", role=role, exclude_ids=bool(o.kept), excluded=sorted(o.kept),
+                      boundary=o.boundary)
     return [r[0] for r in rows]
 
 
@@ -173,6 +281,7 @@ def _loop(o: _Org, role: str, ids: list[str], batch: int, sink: ProgressSink, ho
         for pos in range(0, len(pending), batch):
             part = pending[pos:pos + batch]
             o.chunk += 1
+            t0 = time.monotonic()
             info = ChunkInfo(o.j.organization_id, "rollback", o.chunk, tuple(part))
             delta: _Delta = _transaction(o, lambda c, p=part, i=info: _chunk(o, c, role, p, hooks, i))
             faults.point("rollback_after_commit")
@@ -180,6 +289,7 @@ def _loop(o: _Org, role: str, ids: list[str], batch: int, sink: ProgressSink, ho
             _apply(o, delta)
             handled += delta.handled
             sink.org_advanced(o.j.organization_id, delta.handled)
+            sink.chunk_done(o.j.organization_id, "rollback", delta.handled, 0, time.monotonic() - t0)
         with o.conn.transaction():
             pending = _targets(o, role)
         if handled:
@@ -266,9 +376,11 @@ def _originals(o: _Org, conn: psycopg.Connection[Any], ids: list[str]) -> _Delta
                    preimage_columns=PREIMAGE)
     if restored != len(groups) or bad:
         raise RuntimeError(f"restored originals differ from their pre-image: {[r[0] for r in bad][:5]}")
-    journal.checkpoint(conn, sql, o.j.organization_id, o.j.id, count_quarantine=False,
-                       counters={"rollback_originals": restored, "rollback_reposts": len(reposts),
-                                 "rollback_reversals": len(twins), "rollback_chunks": 1},
+    counters = {"rollback_originals": restored, "rollback_reposts": len(reposts), "rollback_reversals": len(twins),
+                "rollback_chunks": 1}
+    if o.scope.partial:  # the run goes on from here: its own counter says what is still migrated
+        counters["migrated"] = -restored
+    journal.checkpoint(conn, sql, o.j.organization_id, o.j.id, count_quarantine=False, counters=counters,
                        values={"status": "rolling_back"})
     d.originals, d.reposts, d.reversals = restored, len(reposts), len(twins)
     return d
@@ -315,8 +427,10 @@ def _aliases(o: _Org, conn: psycopg.Connection[Any], ids: list[str]) -> _Delta:
         if any(codes.get(txn_id) != code for txn_id, code in rows) or len(rows) != len(codes):
             raise RuntimeError("restoring an alias would have changed the stored smart code")
         restored += len(rows)
-    journal.checkpoint(conn, sql, o.j.organization_id, o.j.id, count_quarantine=False,
-                       counters={"rollback_aliases": restored, "rollback_chunks": 1},
+    counters = {"rollback_aliases": restored, "rollback_chunks": 1}
+    if o.scope.partial:
+        counters["aliased"] = -restored
+    journal.checkpoint(conn, sql, o.j.organization_id, o.j.id, count_quarantine=False, counters=counters,
                        values={"status": "rolling_back"})
     d.handled, d.aliases = len(locked), restored
     return d
@@ -324,11 +438,14 @@ def _aliases(o: _Org, conn: psycopg.Connection[Any], ids: list[str]) -> _Delta:
 
 def _verify(o: _Org) -> None:
     with o.conn.transaction():
-        row = o.sql.execute(o.conn, "rollback/leftovers", kept=sorted(o.kept),
+        row = o.sql.execute(o.conn, "rollback/leftovers", kept=sorted(o.kept), boundary=o.boundary,
                             reason=reversal_reason(o.j.metadata.get("run_id", ""))).fetchone()
-    marked, twins = row if row else (0, 0)
+    marked, reposts, twins = row if row else (0, 0, 0)
+    after = " after the checkpoint" if o.scope.to else ""
     if marked:
-        o.res.problems.append(f"{marked} row(s) still carry metadata.migration of the run")
+        o.res.problems.append(f"{marked} row(s) still carry metadata.migration of the run{after}")
+    if reposts:
+        o.res.problems.append(f"{reposts} repost(s) of the run are still there without their original's mark")
     if twins:
-        o.res.problems.append(f"{twins} reversal(s) of the run are still there")
+        o.res.problems.append(f"{twins} reversal(s) of the run are still there without their original's mark")
     o.res.verified = not o.res.problems

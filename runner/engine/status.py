@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from runner.db.connect import connect
-from runner.engine import journal
+from runner.engine import checkpoints, journal
 from runner.engine.context import Sql, validate_run_id
 from runner.engine.outcome import TIERS, OrgStatus, RunStatus
 from runner.errors import UsageError
@@ -29,7 +29,8 @@ def run_status(dsn: str, run_id: str) -> RunStatus:
             orgs = [j.organization_id for j in journals]
             fields = journal.read_fields(conn, sql, orgs, ids)
             quarantine = journal.read_quarantine(conn, sql, orgs, ids)
-    out = RunStatus(run_id=run_id, status="unknown")
+            cuts = checkpoints.listing(conn, sql, journals)
+    out = RunStatus(run_id=run_id, status="unknown", checkpoints=[c.as_dict() for c in cuts])
     for j in journals:
         f = fields.get(j.id, {})
         q = quarantine.get(j.id, [])

@@ -108,6 +108,10 @@ class ThroughputRecorder:
         if self.inner is not None:
             self.inner.org_advanced(org_id, done)
 
+    def chunk_done(self, org_id: str, tier: str, handled: int, quarantined: int, seconds: float) -> None:
+        if self.inner is not None:
+            self.inner.chunk_done(org_id, tier, handled, quarantined, seconds)
+
     def org_finished(self, org_id: str, status: str) -> None:
         with self._lock:
             org = self._orgs.get(org_id)

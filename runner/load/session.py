@@ -35,10 +35,13 @@ from runner.load.generator import LoadGenerator, LoadSettings
 from runner.load.samples import Sample
 from runner.load.shared import LOAD_DIR, SHARED_BASELINE, read_throttle_summary
 from runner.load.throttle import LatencyThrottle, TailSource
+from runner.metrics import RunMetrics, serve_metrics
+from runner.notify import Notifier
 from runner.pipeline import RunOptions, RunOutcome
 from runner.spec import Spec, load_spec
 
 TERMINAL = {"completed", "incomplete", "failed", "rolled_back", "requires_review"}
+V1_METRICS_WINDOW = 10.0  # seconds of v1 samples behind the live hera_migrate_v1_p95_seconds
 
 
 @dataclass
@@ -98,16 +101,29 @@ def _window(gen: LoadGenerator, seconds: float) -> tuple[float, float]:
     return t0, time.time()
 
 
-def start_generator(dsn: str, plan: LoadPlan, workdir: Path, console: Console) -> tuple[LoadGenerator, float, float]:
-    """Start the load, wait for the users, discard the warm-up, measure the baseline. Returns (gen, t0, t1)."""
+def live_p95_ms(gen: LoadGenerator, seconds: float = V1_METRICS_WINDOW) -> float | None:
+    """v1 p95 (ms) of the last `seconds`, None without a request in them (the load ended or stalled)."""
+    p95, n = TailSource(gen.tail).recent_p95_ms(seconds)
+    return p95 if n else None
+
+
+def start_generator(dsn: str, plan: LoadPlan, workdir: Path, console: Console,
+                    metrics: RunMetrics | None = None) -> tuple[LoadGenerator, float, float]:
+    """Start the load, wait for the users, discard the warm-up, measure the baseline. Returns (gen, t0, t1).
+    `metrics` export the live v1 p95 from now on and the baseline p95 once measured."""
     gen = LoadGenerator(dsn, plan.settings, workdir, max_seconds=plan.warmup_seconds + plan.baseline_seconds
                         + plan.max_during_seconds + 60)
     gen.start()
     try:
+        if metrics is not None:
+            metrics.watch_v1(lambda: live_p95_ms(gen))
+            metrics.set_phase("load_warmup")
         gen.wait_for_samples(plan.settings.users, timeout=120)
         console.print(f"v1 load: {plan.settings.users} users × {plan.settings.rate_per_user:g} req/s; warm-up "
                       f"{plan.warmup_seconds:g}s, then baseline {plan.baseline_seconds:g}s")
         _window(gen, plan.warmup_seconds)
+        if metrics is not None:
+            metrics.set_phase("load_baseline")
         t0, t1 = _window(gen, plan.baseline_seconds)
         settle = time.monotonic() + 3.0  # samples are flushed every 250 ms: read up to the window's end
         while (gen.tail.last_time() or 0.0) < t1 and time.monotonic() < settle and gen.running():
@@ -115,6 +131,8 @@ def start_generator(dsn: str, plan: LoadPlan, workdir: Path, console: Console) -
             gen.tail.poll()
         if not gen.running():
             raise HarnessError(f"the load generator stopped early; see {gen.log_path}:\n{gen.log_tail()}")
+        if metrics is not None:
+            metrics.set_v1_baseline(stats.phase(gen.tail.all(), t0, t1).get("p95_ms"))
     except BaseException:
         gen.stop()
         raise
@@ -263,9 +281,12 @@ def _f(v: Any) -> str:
 # --- the three ways to run it ----------------------------------------------------------------------------------
 
 
-def baseline_only(dsn: str, plan: LoadPlan, workdir: Path, console: Console) -> Measured:
-    gen, t0, t1 = start_generator(dsn, plan, workdir, console)
+def baseline_only(dsn: str, plan: LoadPlan, workdir: Path, console: Console,
+                  metrics: RunMetrics | None = None) -> Measured:
+    gen, t0, t1 = start_generator(dsn, plan, workdir, console, metrics)
     gen.stop()
+    if metrics is not None:
+        metrics.set_phase("done")
     m = Measured(plan.settings, (t0, t1), {}, gen.tail.all(), timeline_step=plan.timeline_step)
     print_summary(m, console)
     return m
@@ -322,40 +343,48 @@ class RunLoadHook:
 
 
 def with_run(dsn: str, spec_path: Path, opts: RunOptions, plan: LoadPlan, console: Console, *,
-             progress: bool = False) -> tuple[RunOutcome, RunLoadHook]:
-    """Baseline, then `run` in this process with the same load going on (throttled unless told not to)."""
+             progress: bool = False, notifier: Notifier | None = None) -> tuple[RunOutcome, RunLoadHook]:
+    """Baseline, then `run` in this process with the same load going on (throttled unless told not to). The live
+    metrics (opts.metrics_*) cover the whole session: warm-up, baseline, then the run's own phases. The run's
+    alerts go to `notifier` (runner.notify); its caller reports the session's end."""
     spec = load_spec(spec_path)  # fail on a bad spec before any load starts
     run_id = opts.run_id or new_run_id()  # the load's report directory and its hook need the id now
     opts = dataclasses.replace(opts, run_id=run_id)
     out = pipeline.report_dir_for(run_id, opts.report_dir)
     workdir = out / LOAD_DIR
-    gen, b0, b1 = start_generator(dsn, plan, workdir, console)
-    hook: RunLoadHook | None = None
-    try:
-        baseline = stats.phase(gen.tail.all(), b0, b1)
-        throttle = make_throttle(gen, baseline, spec, plan)
-        console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms over {baseline['requests']:,} requests; "
-                      + (f"auto-throttle on (p95 bound {throttle.limit_ms:.2f} ms, every {throttle.interval:g}s)"
-                         if throttle else "no throttle"))
-        hook = RunLoadHook(dsn, run_id, gen, plan, throttle, (b0, b1), console)
-        outcome = pipeline.run(dsn, spec_path, opts, console, progress=progress, throttle=throttle, load=hook)
-    finally:
-        if hook is not None:
-            hook.poller.stop.set()
-        gen.stop()
+    with serve_metrics(run_id, port=opts.metrics_port, addr=opts.metrics_addr, textfile=opts.metrics_textfile,
+                       command="load", say=console.print) as metrics:
+        gen, b0, b1 = start_generator(dsn, plan, workdir, console, metrics)
+        hook: RunLoadHook | None = None
+        try:
+            baseline = stats.phase(gen.tail.all(), b0, b1)
+            throttle = make_throttle(gen, baseline, spec, plan)
+            console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms over {baseline['requests']:,} requests; "
+                          + (f"auto-throttle on (p95 bound {throttle.limit_ms:.2f} ms, every {throttle.interval:g}s)"
+                             if throttle else "no throttle"))
+            hook = RunLoadHook(dsn, run_id, gen, plan, throttle, (b0, b1), console)
+            outcome = pipeline.run(dsn, spec_path, opts, console, progress=progress, throttle=throttle, load=hook,
+                                   metrics=metrics, notifier=notifier)
+        finally:
+            if hook is not None:
+                hook.poller.stop.set()
+            gen.stop()
     return outcome, hook
 
 
 def alongside(dsn: str, run_id: str, plan: LoadPlan, report_dir: Path, console: Console, *,
-              wait_seconds: float = 600.0) -> Measured:
+              wait_seconds: float = 600.0, metrics: RunMetrics | None = None) -> Measured:
     """`load --during RUN_ID`: baseline, share it (a `run` of RUN_ID in another process throttles against it),
-    load while the run's journal says it is running, then stop. The caller validates with the result."""
+    load while the run's journal says it is running, then stop. The caller validates with the result. `metrics`
+    export the v1 latency (the run's process exports its own progress and throttle)."""
     workdir = report_dir / LOAD_DIR
-    gen, b0, b1 = start_generator(dsn, plan, workdir, console)
+    gen, b0, b1 = start_generator(dsn, plan, workdir, console, metrics)
     poller = _Poller(dsn, run_id, plan.timeline_step)
     try:
         baseline = stats.phase(gen.tail.all(), b0, b1)
         write_shared_baseline(workdir, gen, baseline)
+        if metrics is not None:
+            metrics.set_phase("load_during")
         console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms; waiting up to {wait_seconds:g}s for run {run_id} "
                       f"(start it now: hera-migrate run SPEC --run-id {run_id})")
         deadline = time.time() + wait_seconds
@@ -406,11 +435,18 @@ def wait_for_results(path: Path, after: float, timeout: float = 600.0) -> None:
         time.sleep(1.0)
 
 
-def exit_code(code: int, performance: dict[str, Any], console: Console) -> int:
+def exit_code(code: int, performance: dict[str, Any], console: Console, notifier: Notifier | None = None,
+              html: Path | None = None) -> int:
+    """The load's exit code: the validation's, or 1 when a v1 request failed because of the migration (also an
+    alert to `notifier`: it is not one of results.json's alerts)."""
     during = (performance.get("latency") or {}).get("during") or {}
     contention = int(during.get("contention_failures") or 0)
     if contention:
         console.print(f"[red]{contention} v1 request(s) failed because of the migration "
                       f"({during.get('failure_kinds')}): must be zero")
+        if notifier is not None:
+            notifier.alert("critical", "v1_contention_failures", contention, 0,
+                           f"{contention} v1 request(s) failed because of the migration "
+                           f"({during.get('failure_kinds')}); must be zero", command="load", html=html)
         return max(code, 1)
     return code

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from runner.load.samples import SampleTail
 from runner.load.stats import percentile
+from runner.metrics import ThrottleState
 
 
 class LatencySource(Protocol):
@@ -204,6 +205,14 @@ class LatencyThrottle:
             self.history.append(Decision(t, None if p95 is None else round(p95, 3), n, f"probe:{outcome}",
                                          self.chunk, round(self.pause_s, 3)))
             self._last_check = self.clock()
+
+    def metrics_state(self) -> ThrottleState:
+        """Its state now, for the live metrics (runner.metrics reads it at every scrape)."""
+        with self._lock:
+            last = self.history[-1].p95_ms if self.history else None
+            return ThrottleState(paused=self.pause_s > 0 or self._probe_end is not None, batch_size=self.chunk,
+                                 pause_seconds=self.pause_s, paused_seconds_total=self.paused_seconds,
+                                 baseline_p95_ms=self.baseline, limit_p95_ms=self.limit_ms, p95_ms=last)
 
     def summary(self) -> dict[str, Any]:
         actions: dict[str, int] = {}

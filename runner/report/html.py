@@ -89,6 +89,11 @@ def render_results_html(results: dict[str, Any]) -> str:
         tables=sorted({t for cls in ("expected", "unexpected", "concurrent") for t in results["diff"][cls]}))
 
 
+def render_template(name: str, **context: Any) -> str:
+    """Any other page of the report folder's templates (e.g. the emergency rollback's summary)."""
+    return _env.get_template(name).render(**context)
+
+
 def render_live_html(interim: dict[str, Any]) -> str:
     """The live page of a run in progress (runner.report.live.interim_results)."""
     return _env.get_template("live.html.j2").render(r=interim, live=interim["live"])

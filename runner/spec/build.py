@@ -45,6 +45,10 @@ class Builder:
             if value is None and type(None) in args:
                 return None
             inner = [a for a in args if a is not type(None)]
+            if len(inner) > 1:  # a scalar or an object (alerts.notify's webhooks): the value's shape chooses
+                objects = [a for a in inner if dataclasses.is_dataclass(a)]
+                scalars = [a for a in inner if not dataclasses.is_dataclass(a)]
+                return self.convert((objects if isinstance(value, dict) else scalars)[0], value, path)
             return self.convert(inner[0], value, path)
         if origin is typing.Literal:
             return value

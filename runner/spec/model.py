@@ -311,6 +311,7 @@ class Throttle:
 @dataclass(frozen=True, kw_only=True)
 class Execution:
     batch_size: int = 500
+    checkpoint_every_chunks: int = 50
     workers: int = 4
     retries: Retries = Retries()
     off_peak_window: OffPeakWindow | None = None
@@ -545,9 +546,21 @@ class WarningAlerts:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebhookEnv:
+    """A webhook whose URL is read from the environment variable `env` when a command runs: webhook URLs carry
+    their secret (a token in the path or the query), and a spec is a document to review and commit."""
+
+    env: str
+
+
+Webhook = str | WebhookEnv  # a URL without secrets, or where to find one (runner.spec.webhooks says which is which)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Alerts:
     critical: CriticalAlerts = CriticalAlerts()
     warning: WarningAlerts = WarningAlerts()
+    notify: tuple[Webhook, ...] = ()  # where alerts and verdicts are POSTed (runner.notify)
 
 
 # --- the spec --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any
 
-from runner.spec import sqlguard
+from runner.spec import sqlguard, webhooks
 from runner.spec.model import (
     BUILTIN_LEVELS,
     Alerts,
@@ -24,6 +24,8 @@ from runner.spec.model import (
     Scope,
     Threshold,
     Transform,
+    Webhook,
+    WebhookEnv,
 )
 from runner.spec.problems import JsonPath, pointer
 from runner.spec.report import Report
@@ -309,6 +311,7 @@ _LOWER_IS_WORSE = {"integrity_score_below"}
 
 
 def _alerts(report: Report, alerts: Alerts) -> None:
+    _notify(report, alerts.notify)
     for f in fields(alerts.critical):
         crit: Any = getattr(alerts.critical, f.name)
         warn: Any = getattr(alerts.warning, f.name)
@@ -323,6 +326,19 @@ def _alerts(report: Report, alerts: Alerts) -> None:
             report.add(("alerts", "warning", f.name),
                        f"the warning bound ({_num(warn)}) must be below the critical bound ({_num(crit)}, {crit_at}): "
                        "a rising value must pass the warning first")
+
+
+def _notify(report: Report, hooks: tuple[Webhook, ...]) -> None:
+    """A literal webhook URL must hold no secret: the spec is reviewed and committed (runner.spec.webhooks)."""
+    for i, hook in enumerate(hooks):
+        if isinstance(hook, WebhookEnv):
+            continue
+        why = webhooks.literal_problem(hook)
+        if why is not None:
+            secret = webhooks.url_problem(hook) is None  # usable, but it carries a secret
+            report.add(("alerts", "notify", i),
+                       f"the webhook URL {why}" + ("; a secret must not be written in the spec: put the URL in an "
+                                                   "environment variable and write {env: NAME} here" if secret else ""))
 
 
 def entities_parts(entities: Entities) -> dict[str, PostingRules | FiscalPeriods | OrganizationConfig]:

@@ -34,7 +34,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from runner import pipeline, review
+from runner import operate, pipeline, review
 from runner.compile import Statement
 from runner.spec import load_spec
 from runner.synth.generate import generate
@@ -150,7 +150,7 @@ def test_compile_shows_every_statement_run_validate_and_rollback_send(db_dsn: st
         ran = pipeline.run(db_dsn, PHASE7, pipeline.RunOptions(run_id=RUN, report_dir=out, now=True,
                                                                live_seconds=None), console, progress=False)
         validated = pipeline.validate(db_dsn, RUN, out, console)
-        rolled_back = pipeline.rollback(db_dsn, RUN, (), console, progress=False, report_dir=out)
+        rolled_back = operate.rollback(db_dsn, RUN, (), console, progress=False, report_dir=out)
     assert (ran.exit_code, validated.exit_code, rolled_back) == (0, 0, 0)
 
     compiled = review.compile_spec(spec)

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from runner.db.connect import connect
 from runner.engine import run_migration, run_status
+from runner.engine.hooks import NullProgress
 from runner.engine.progress import RichProgress
 from runner.spec.model import LineOverride, OffPeakWindow, Skip
 from runner.synth.generate import generate
@@ -231,7 +232,7 @@ def test_line_overrides_by_glob_side_and_type_match_the_spec_semantics(db_dsn: s
     assert seen["HERA.ACCOUNTING.GL.LINE.VAT.CREDIT.v2"] > 0  # the glob + side + line_type override (seeded data)
 
 
-class Recorder:
+class Recorder(NullProgress):
     """A ProgressSink and a Throttle at once: records what the engine tells it."""
 
     def __init__(self) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
-from runner import pipeline
+from runner import operate, pipeline
 from runner.db import providers, schema
 from runner.load.generator import LoadSettings
 from runner.load.session import LoadPlan, with_run
@@ -44,7 +44,7 @@ SPEC = "finance-dna-v2.yaml"
 def rehearse(dsn: str, run_id: str, report_dir: Path, console: Console) -> dict[str, Any]:
     """The pipeline's rehearsal (the report is rewritten to say the run was rolled back), comparing without the
     rows the v1 load wrote."""
-    return pipeline.rehearse_rollback(dsn, run_id, report_dir, console, exclude_created_by=LOAD_ACTOR_ID)
+    return operate.rehearse_rollback(dsn, run_id, report_dir, console, exclude_created_by=LOAD_ACTOR_ID)
 
 
 def org_session(size: str, seed: int, plan: LoadPlan, out: Path, console: Console, *,

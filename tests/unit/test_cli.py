@@ -17,7 +17,7 @@ from rich.console import Console
 from runner import cli
 
 VERBS = [["db", "up"], ["db", "schema"], ["fixtures"], ["check"], ["compile"], ["plan"], ["run"], ["status"],
-         ["validate"], ["rollback"], ["report"], ["load"], ["demo"]]
+         ["validate"], ["rollback"], ["checkpoint"], ["report"], ["load"], ["demo"]]
 
 
 def hera(*args: str) -> subprocess.CompletedProcess[str]:

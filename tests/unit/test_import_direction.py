@@ -21,10 +21,13 @@ LAYERS: list[set[str]] = [
     {"compile"},
     {"calibrate"},
     {"plan", "dbcheck", "synth", "snapshot", "engine"},
+    {"metrics"},  # wraps the engine's ProgressSink; pipeline and load expose it
     {"report"},
+    {"notify"},  # webhooks: the spec's URLs and report.html's verdict words; pipeline, load and cli send
     {"validate"},
     {"rollback_report"},
     {"pipeline"},
+    {"operate"},  # checkpoint and the emergency rollback: pipeline's rollback printing and spec lookup
     {"load"},
     {"review"},
     {"demo"},

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runner.engine.hooks import ProgressSink
+from runner.engine.hooks import NullProgress, ProgressSink
 from runner.engine.throughput import ThroughputRecorder, bucket_seconds, median_gap, timeline_points
 from runner.report.files import write_atomic
 from runner.report.live import LiveReport, interim_results
@@ -28,7 +28,7 @@ class Clock:
         return self.now
 
 
-class Sink:
+class Sink(NullProgress):
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 

@@ -93,7 +93,7 @@ BASE: dict[str, Any] = {
                     "sql": "SELECT id AS record_id FROM universal_transactions WHERE organization_id = "
                            ":organization_id AND metadata ->> 'run' = :run_id"}],
     },
-    "alerts": {},
+    "alerts": {"notify": ["https://ops.example.com/hera", {"env": "HERA_NOTIFY_URL"}]},
 }
 
 HOSTILE: list[str] = [
@@ -141,7 +141,15 @@ def concrete(doc: Any, generic: Path_) -> Iterator[Path_]:
 
 
 SLOTS: list[tuple[Path_, bool]] = list(string_slots())
-FILLED: list[tuple[Path_, bool]] = [(p, constrained) for g, constrained in SLOTS for p in concrete(BASE, g)]
+def _at(doc: Any, path: Path_) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+# A node typed text-or-mapping (alerts.notify's webhooks) is a string slot only where BASE holds no mapping.
+FILLED: list[tuple[Path_, bool]] = [(p, constrained) for g, constrained in SLOTS for p in concrete(BASE, g)
+                                    if not isinstance(_at(BASE, p), dict | list)]
 
 
 def _set(doc: dict[str, Any], path: Path_, value: Any) -> dict[str, Any]:

@@ -142,6 +142,8 @@ def _type_drift(root: Mapping[str, Any], prop: Mapping[str, Any], tp: Any, at: s
         enum = set(prop.get("enum", ()))
         return [] if enum == choices and want == {"string"} else [
             f"{at}: Literal {sorted(choices)} but the schema enum is {sorted(enum)} ({sorted(want)})"]
+    if typing.get_origin(inner) in (typing.Union, types.UnionType):
+        return _union_drift(root, prop, typing.get_args(inner), want, at)
     if inner in _JSON_TYPE:
         problems = [] if want == {_JSON_TYPE[inner]} else [
             f"{at}: {getattr(inner, '__name__', inner)} but the schema type is {sorted(want)}"]
@@ -149,6 +151,19 @@ def _type_drift(root: Mapping[str, Any], prop: Mapping[str, Any], tp: Any, at: s
             problems.append(f"{at}: the schema has an enum; make the field a Literal")
         return problems
     return [f"{at}: the field type {tp} has no schema counterpart known to this test"]
+
+
+def _union_drift(root: Mapping[str, Any], prop: Mapping[str, Any], members: tuple[Any, ...], want: set[str],
+                 at: str) -> list[str]:
+    """A union of one scalar and one dataclass (alerts.notify's `str | WebhookEnv`) is one schema node typed both
+    ways, e.g. ["string", "object"]: the value's shape picks the member, so each member is checked against the
+    node as if it had only its own type."""
+    kinds = {m: "object" if dataclasses.is_dataclass(m) else _JSON_TYPE.get(m) for m in members}
+    if None in kinds.values() or len(set(kinds.values())) != len(members):
+        return [f"{at}: the union {members} has no schema counterpart known to this test"]
+    if set(kinds.values()) != want:
+        return [f"{at}: the union {sorted(str(k) for k in kinds.values())} but the schema type is {sorted(want)}"]
+    return [line for m, kind in kinds.items() for line in _type_drift(root, {**prop, "type": kind}, m, at)]
 
 
 # --- the model and the schema agree ----------------------------------------------------------------------------
@@ -201,6 +216,11 @@ MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
                      "/execution/workers: int but the schema type is ['number']"),
     "null allowed": (lambda s: _props(s, "execution", "batch_size").update({"type": ["integer", "null"]}),
                      "/execution/batch_size: the schema allows null"),
+    "union member key renamed": (lambda s: s["$defs"]["webhook"]["properties"].update(
+        {"var": s["$defs"]["webhook"]["properties"].pop("env")}),
+        "/alerts/notify/*/env: in WebhookEnv, not in the schema"),
+    "union narrowed": (lambda s: s["$defs"]["webhook"].update({"type": "string"}),
+                       "/alerts/notify/*: the union ['object', 'string'] but the schema type is ['string']"),
     "renamed yaml key": (lambda s: s["$defs"]["mapping"]["properties"].update(
         {"source": s["$defs"]["mapping"]["properties"].pop("from")}),
         "/mappings/*/from: in Mapping, not in the schema"),
@@ -427,8 +447,10 @@ def test_every_model_dataclass_is_reached_by_the_drift_walk() -> None:
             tp, _ = _split_optional(typing.get_type_hints(cls)[f.name])
             if typing.get_origin(tp) is tuple:
                 tp = typing.get_args(tp)[0]
-            if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-                yield from reached(tp)
+            members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+            for member in members:
+                if dataclasses.is_dataclass(member) and isinstance(member, type):
+                    yield from reached(member)
 
     walked = set(reached(Spec))
     spec_classes = {obj for obj in vars(model).values() if isinstance(obj, type) and dataclasses.is_dataclass(obj)
