@@ -213,6 +213,17 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
             measured = load.migrated(result)
             performance = {**measured, "phases": {**phases, **(measured.get("phases") or {})}}
         performance["timeline"] = recorder.timeline()
+        others = other_runners(dsn, run_id)
+        if others:  # cooperating runners: the last one to finish validates the whole run
+            live.stop()
+            gauges.set_phase("done")
+            where = ", ".join(sorted({f"{w.get('host')}:{w.get('pid')}" for w in others}))
+            console.print(f"this runner's share of {run_id} is done; {len(others)} worker(s) of other runner "
+                          f"process(es) ({where}) still work on it: the last to finish validates (or run "
+                          f"`hera-migrate validate {run_id}`)")
+            if own:
+                notes.close()
+            return RunOutcome(EXIT_OK, run_id, out, None, {})
 
         live.set_phase("validating", phases)
         gauges.set_phase("validating")
@@ -231,6 +242,17 @@ def run(dsn: str, spec_path: Path, opts: RunOptions, console: Console, *, progre
         notes.finished("run", outcome.results, outcome.exit_code, outcome.html_path)
         notes.close()
     return RunOutcome(outcome.exit_code, run_id, out, outcome.html_path, outcome.results)
+
+
+def other_runners(dsn: str, run_id: str) -> list[dict[str, Any]]:
+    """Live workers of `run_id` in other processes (this process's sessions are closed once the engine returns)."""
+    import os
+    import socket
+
+    from runner.engine.status import live_workers
+
+    me = (socket.gethostname(), os.getpid())
+    return [w for w in live_workers(dsn, run_id) if (w.get("host"), w.get("pid")) != me]
 
 
 def host_facts(sampler: HostSampler, local: bool) -> dict[str, Any]:
@@ -335,6 +357,16 @@ def status(dsn: str, run_id: str, console: Console, *, as_json: bool = False) ->
                   f"{sum(o.quarantined.values()):,}", f"{o.chunks:,}",
                   o.last_chunk_at.isoformat(timespec="seconds") if o.last_chunk_at else "-"]
                  for o in st.organizations])
+    workers = [(o.organization_code, w) for o in st.organizations for w in o.fields.get("workers", [])]
+    if workers:
+        print_table(console, "workers (live: its session is open now)",
+                    ["organisation", "worker (host:pid:n)", "state", "tier", "chunks", "handled", "rate /s",
+                     "last chunk"],
+                    [[code, str(w.get("name")), "live" if w.get("alive") else
+                      "done" if w.get("state") == "done" else "gone", str(w.get("tier") or "-"),
+                      f"{int(w.get('chunks') or 0):,}",
+                      f"{int(w.get('migrated') or 0) + int(w.get('aliased') or 0) + int(w.get('quarantined') or 0):,}",
+                      str(w.get("rate") or "-"), str(w.get("last_chunk_at") or "-")[:19]] for code, w in workers])
     named: dict[str, list[dict[str, Any]]] = {}
     for c in st.checkpoints:
         named.setdefault(c["name"], []).append(c)

@@ -70,6 +70,18 @@ def record_auto(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id
             counters or {})
 
 
+def record_cut(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str) -> None:
+    """`auto:chunk-<n>` in a transaction of its own (not a gated migration transaction): the exclusive gate of the
+    organisation makes it exact with several workers — their chunks in flight commit first — and n is the
+    organisation's chunk count at the cut, over every worker and runner."""
+    sql.execute(conn, "run/session", lock_timeout=GATE_TIMEOUT, statement_timeout=GATE_TIMEOUT)
+    sql.execute(conn, "checkpoint/gate_exclusive", lock_class=CHECKPOINT_LOCK_CLASS, lock_keys=[advisory_key(org_id)])
+    fields = journal.read_fields(conn, sql, [org_id], [journal_id]).get(journal_id, {})
+    counters = {k: fields.get(k, 0) for k in ("migrated", "aliased", "chunks")}
+    _record(conn, sql, org_id, journal_id, f"{AUTO}chunk-{int(fields.get('chunks') or 0)}", "auto",
+            current_seq(conn, sql), counters)
+
+
 def _record(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str, name: str, kind: str, seq: int,
             counters: dict[str, Any]) -> bool:
     body = {"name": name, "kind": kind, "at": journal.now().isoformat(), "counters": counters}

@@ -21,6 +21,9 @@ QUARANTINE_PREFIX = "quarantine:"
 CHECKPOINT_PREFIX = "checkpoint:"
 ADVISORY_LOCK_CLASS = 0x4845_5241  # "HERA": the namespace of the per-organisation advisory lock
 CHECKPOINT_LOCK_CLASS = 0x4845_5243  # "HERC": the per-organisation checkpoint gate (runner/engine/checkpoints.py)
+WORKER_LOCK_CLASS = 0x4845_5257  # "HERW": each worker session's liveness lock (runner/engine/session.py)
+JOURNAL_LOCK_CLASS = 0x4845_524A  # "HERJ": once-per-organisation steps of a run shared by runner processes
+WORKER_PREFIX = "worker:"  # journal field of one worker: its counters, host, pid, rate (runner/engine/journal.py)
 
 # Per migration transaction (docs/contract.md §7: no parallel plans where gen_random_uuid() runs).
 # The lock timeout stays well below PostgreSQL's deadlock_timeout (1 s): hera_txn_reverse_v1 inserts the -REV twin
@@ -51,6 +54,7 @@ SQL_CONSTANTS: dict[str, Any] = {
     "reversal_reason_key": "reversal_reason",
     "quarantine_prefix": QUARANTINE_PREFIX,
     "checkpoint_prefix": CHECKPOINT_PREFIX,
+    "worker_prefix": WORKER_PREFIX,
     "seq_key": "seq",
     "journal_type": contract.JOURNAL_ENTITY_TYPE,
     "journal_smart_code": contract.JOURNAL_SMART_CODE,

@@ -12,6 +12,11 @@ Checkpoint fields (field_name → value column):
   rolled_back_scopes (json: what a scoped rollback (`--only`) undid).
 Quarantined candidates: field quarantine:<transaction id>, json {reason, tier, sqlstate, message, attempts, at, seq}.
 Named checkpoints: field checkpoint:<name>, json {name, kind, seq, at, counters} (runner/engine/checkpoints.py).
+Workers: field worker:<host:pid:n>, json {host, pid, n, key, started_at, state, tier, last_chunk_at, rate, migrated,
+  aliased, chunks, quarantined}: each worker session increments only its own row in the transaction of each chunk,
+  so the chunks of several workers (and runner processes) never queue on one journal row. `read_fields` adds the
+  workers' counters to the organisation's (migrated, aliased, chunks), takes the latest last_chunk_at, and lists
+  the workers under "workers".
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import psycopg
 
 from runner import contract
 from runner.compile.jsonx import jdump
-from runner.engine.context import QUARANTINE_PREFIX, Sql
+from runner.engine.context import QUARANTINE_PREFIX, WORKER_PREFIX, Sql
 from runner.engine.outcome import Quarantined
 
+WORKER_COUNTERS = ("migrated", "aliased", "chunks", "quarantined")
 COUNTERS = ("migrated", "aliased", "chunks", "rollback_originals", "rollback_reposts", "rollback_reversals",
             "rollback_aliases", "rollback_chunks", "rollback_entities")
 QUARANTINED_FIELD = "quarantined"
@@ -125,6 +131,15 @@ def checkpoint(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id:
     return {str(name): number for name, number in rows}
 
 
+def worker_tick(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str, worker: dict[str, Any],
+                deltas: dict[str, int]) -> None:
+    """The worker's own row, in the chunk's transaction: `worker` {host, pid, n, key, tier, rate, state, ...}
+    replaces, `deltas` (of WORKER_COUNTERS) are added."""
+    body = {**worker, **deltas, "last_chunk_at": now().isoformat()}
+    sql.execute(conn, "run/worker_tick", org_id=org_id, journal_id=journal_id,
+                field_name=WORKER_PREFIX + str(worker["name"]), body=jdump(body), counters=list(deltas))
+
+
 def quarantine(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str,
                entries: list[Quarantined]) -> None:
     if not entries:
@@ -155,7 +170,27 @@ def read_fields(conn: psycopg.Connection[Any], sql: Sql, org_ids: list[str],
         elif js is not None:
             value = js
         out.setdefault(entity_id, {})[name] = value
+    return {entity_id: _add_workers(fields) for entity_id, fields in out.items()}
+
+
+def _add_workers(fields: dict[str, Any]) -> dict[str, Any]:
+    workers = [v for k, v in fields.items() if k.startswith(WORKER_PREFIX) and isinstance(v, dict)]
+    out = {k: v for k, v in fields.items() if not k.startswith(WORKER_PREFIX)}
+    for w in workers:
+        for name in ("migrated", "aliased", "chunks"):
+            out[name] = int(out.get(name) or 0) + int(w.get(name) or 0)
+        at = _timestamp(w.get("last_chunk_at"))
+        if at is not None and (not isinstance(out.get("last_chunk_at"), datetime) or at > out["last_chunk_at"]):
+            out["last_chunk_at"] = at
+    out["workers"] = sorted(workers, key=lambda w: str(w.get("name", "")))
     return out
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def read_quarantine(conn: psycopg.Connection[Any], sql: Sql, org_ids: list[str],

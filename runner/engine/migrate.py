@@ -1,14 +1,19 @@
-"""`run`: validate the run id and the journal, then migrate the organisations in scope with a pool of workers.
+"""`run`: validate the run id and the journal, then migrate the organisations in scope with `workers` sessions.
 
-Each worker thread has its own connection and takes whole organisations from a queue, priority organisations
-(spec.scope.organizations.priority) first, in the order runner.compile.scope.resolve_orgs gives. An organisation
-that fails (retries exhausted, an unexpected error) stops with journal status `failed`; the others finish, then the
-run raises RunFailed (exit code 3). Work already committed is safe and `resume=True` continues it.
+The organisations go through a queue, priority organisations (spec.scope.organizations.priority) first, in the
+order runner.compile.scope.resolve_orgs gives; min(workers, organisations) of them at a time, each with
+workers // that many worker sessions of its own (runner/engine/organization.py), so one large organisation uses
+every worker. An organisation that fails (retries exhausted, an unexpected error) stops with journal status
+`failed`; the others finish, then the run raises RunFailed (exit code 3). Work already committed is safe and
+`resume=True` continues it — also in several runner processes at once (cooperating runners): each claims its
+chunks through PostgreSQL, and a process joining a run that live workers of another process work on starts at a
+random place in each candidate list.
 """
 
 from __future__ import annotations
 
 import queue
+import random
 import secrets
 import threading
 from datetime import UTC, datetime
@@ -21,6 +26,7 @@ from runner.engine.context import Sql, validate_run_id
 from runner.engine.hooks import EngineHooks, NoThrottle, NullProgress, ProgressSink, Throttle
 from runner.engine.organization import OrgRunner, RunSettings
 from runner.engine.outcome import RunResult
+from runner.engine.status import live_workers
 from runner.engine.window import Gate
 from runner.errors import HarnessError, UsageError
 from runner.spec.model import Spec
@@ -75,9 +81,11 @@ def run_migration(dsn: str, spec: Spec, *, orgs: tuple[str, ...] = (), run_id: s
     options = {"workers": n_workers, "batch_size": batch, "adaptive_chunks": batch_size is None,
                "retry_quarantined": retry_quarantined, "now": now, "orgs": list(orgs), "resume": resume,
                "report_dir": report_dir}
+    joining = bool(found) and bool(live_workers(dsn, run_id))  # another runner process works on this run now
     settings = RunSettings(run_id=run_id, spec=spec, batch_size=batch, resume=resume,
                            retry_quarantined=retry_quarantined, spec_info=spec_info(spec), options=options,
-                           journals=found, adaptive=batch_size is None)
+                           journals=found, adaptive=batch_size is None,
+                           offset=random.random() if joining else 0.0)
     stop = stop or threading.Event()
     gate = Gate(spec.execution.off_peak_window, now=now, stop=stop)
     result = RunResult(run_id=run_id, spec=spec_info(spec), status="running", started_at=started, options=options)
@@ -113,8 +121,9 @@ def _check_journals(run_id: str, spec: Spec, found: dict[str, journal.Journal], 
 
 def _work(dsn: str, settings: RunSettings, scope: list[tuple[str, str]], n_workers: int, progress: ProgressSink,
           throttle: Throttle, gate: Gate, hooks: EngineHooks, stop: threading.Event) -> list[OrgRunner]:
+    at_once = max(1, min(n_workers, len(scope)))
     runners = [OrgRunner(dsn, settings, org_id, code, progress=progress, throttle=throttle, gate=gate, hooks=hooks,
-                         stop=stop) for org_id, code in scope]
+                         stop=stop, sessions=max(1, n_workers // at_once)) for org_id, code in scope]
     jobs: queue.Queue[OrgRunner] = queue.Queue()
     for r in runners:  # already in priority order
         jobs.put(r)
@@ -128,7 +137,7 @@ def _work(dsn: str, settings: RunSettings, scope: list[tuple[str, str]], n_worke
             job.run()
 
     threads = [threading.Thread(target=worker, name=f"hera-migrate-worker-{i}", daemon=True)
-               for i in range(min(n_workers, len(runners)))]
+               for i in range(at_once)]
     for t in threads:
         t.start()
     try:

@@ -1,14 +1,19 @@
-"""One organisation of a run, on its own connection: claim it, journal it, migrate tier 2 then tier 3 in chunks,
+"""One organisation of a run: journal it, migrate tier 2 then tier 3 in chunks on one or several worker sessions,
 call the entity hook, finish the journal.
 
-Chunk loop per tier: the eligible ids are scanned once (no locks), then handled a chunk at a time, each chunk one
-database transaction that re-selects its ids by the eligibility predicate under FOR UPDATE SKIP LOCKED. Chunk size:
-an explicit batch size is used as is; the spec's batch size is a ceiling, and the next chunk is sized from the
-measured time per candidate so that a chunk holds its row locks for about CHUNK_SECONDS (< 1 s). The throttle
-may lower it further. When
-the list is done the tier is scanned again: rows another session held (skipped) or that became eligible meanwhile
-are handled in the next pass. A pass that handles nothing (everything left is locked by others) is retried with
-back-off `retries.max` times, then the rest is reported as `remaining` (status incomplete; resume continues).
+Chunk loop per tier: the eligible ids are scanned (no locks), then handed out a chunk at a time to the
+organisation's worker sessions (runner/engine/session.py; `sessions` of them, each its own connection and
+thread). A chunk is one database transaction that re-selects its ids by the eligibility predicate under
+FOR UPDATE SKIP LOCKED: whoever locks a candidate first migrates it and marks it, and a marked original is never
+eligible again — that is the whole exactly-once argument, whether the other session is a thread of this process,
+another runner process, or a v1 request. A runner process joining the same run scans the same candidates but
+starts at another place in the list (`offset`), so processes meet rarely; where they do, SKIP LOCKED and the
+re-check decide. Chunk size: an explicit batch size is used as is; the spec's batch size is a ceiling, and the next
+chunk is sized from the measured time per candidate so that a chunk holds its row locks for about CHUNK_SECONDS
+(< 1 s). The throttle may lower it further and paces every worker. When the list is done the tier is scanned
+again: rows another session held (skipped) or that became eligible meanwhile are handled in the next pass. A pass
+that handles nothing (everything left is locked by others) is retried with back-off `retries.max` times, then the
+rest is reported as `remaining` (status incomplete; resume continues).
 """
 
 from __future__ import annotations
@@ -22,16 +27,17 @@ from typing import Any
 import psycopg
 
 from runner.compile.params import Mappings
-from runner.db.connect import connect
 from runner.engine import alias, checkpoints, entities_hook, faults, journal, repost
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
-from runner.engine.context import ADVISORY_LOCK_CLASS, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Sql, advisory_key
+from runner.engine.context import JOURNAL_LOCK_CLASS, Sql, advisory_key
 from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, Throttle
 from runner.engine.outcome import TIERS, OrgRunResult
-from runner.engine.retry import RetriesExhausted, backoff_seconds, is_transient, pause
+from runner.engine.retry import backoff_seconds, pause
+from runner.engine.session import OrgBusy, OrgSession
 from runner.engine.window import Gate
-from runner.errors import DatabaseError
 from runner.spec.model import Spec
+
+__all__ = ["CHUNK_FUNCTIONS", "Interrupted", "OrgBusy", "OrgRunner", "RunSettings", "apply_totals"]
 
 ChunkFn = Callable[..., ChunkOutcome]
 # Lock-time budget of one chunk transaction (its candidates stay locked until commit). With `adaptive`, the chunk
@@ -58,11 +64,33 @@ class RunSettings:
     options: dict[str, Any]
     journals: dict[str, journal.Journal] = field(default_factory=dict)  # existing, by organisation id
     adaptive: bool = False  # batch_size is a ceiling: chunks shrink to keep each transaction under CHUNK_SECONDS
+    offset: float = 0.0  # where in each candidate list this process starts (0..1): cooperating runners spread out
+
+
+class _Cursor:
+    """The chunks of one pass, handed out to the workers in turn (the size decided when a chunk is taken)."""
+
+    def __init__(self, ids: list[str], offset: float) -> None:
+        start = int(len(ids) * offset) if ids else 0
+        self.ids = ids[start:] + ids[:start]
+        self.pos = 0
+        self.lock = threading.Lock()
+
+    def done(self) -> bool:
+        with self.lock:
+            return self.pos >= len(self.ids)
+
+    def take(self, size: int) -> list[str]:
+        with self.lock:
+            part = self.ids[self.pos:self.pos + size]
+            self.pos += len(part)
+            return part
 
 
 class OrgRunner:
     def __init__(self, dsn: str, settings: RunSettings, org_id: str, org_code: str, *, progress: ProgressSink,
-                 throttle: Throttle, gate: Gate, hooks: EngineHooks, stop: threading.Event) -> None:
+                 throttle: Throttle, gate: Gate, hooks: EngineHooks, stop: threading.Event,
+                 sessions: int = 1) -> None:
         self.dsn = dsn
         self.s = settings
         self.spec = settings.spec
@@ -72,49 +100,40 @@ class OrgRunner:
         self.gate = gate
         self.hooks = hooks
         self.stop = stop
+        self.n_sessions = max(1, sessions)
         self.sql = Sql(org_id=org_id)
         self.result = OrgRunResult(organization_id=org_id, organization_code=org_code)
         self.session = dict.fromkeys(("migrated", "aliased", "quarantined", "chunks", "retries"), 0)
-        self.conn: psycopg.Connection[Any] | None = None
+        self.lock = threading.Lock()  # the counters above and the chunk timings, shared by the worker threads
+        self.lead = self._session()
+        self.workers: list[OrgSession] = [self.lead]
         self.ctx: ChunkCtx | None = None
         self.journal_id = ""
         self.exception: BaseException | None = None
         self.tier_chunks: dict[str, int] = {}
         self.chunk_times: dict[str, list[float]] = {}
         self.last_chunk: dict[str, tuple[int, float]] = {}
+        self.chunks_total = 0  # the organisation's chunks over every invocation and runner (for auto:chunk-N)
 
-    # --- connection and claim --------------------------------------------------------------------------------
+    def _session(self) -> OrgSession:
+        def retried() -> None:
+            with self.lock:
+                self.session["retries"] += 1
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        conn = connect(self.dsn)
-        with conn.transaction():
-            row = self.sql.execute(conn, "run/org_lock", lock_class=ADVISORY_LOCK_CLASS,
-                                   lock_key=advisory_key(self.org_id)).fetchone()
-        if not row or not row[0]:
-            conn.close()
-            raise OrgBusy(self.org_id)
-        return conn
+        return OrgSession(self.dsn, self.sql, self.org_id, self.spec.execution.retries, self.stop, retried)
 
-    def _db(self) -> psycopg.Connection[Any]:
-        if self.conn is None or self.conn.closed or self.conn.broken:
-            if self.conn is not None:
-                self.conn.close()
-            self.conn = self._connect()
-        return self.conn
+    def transaction(self, work: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        return self.lead.transaction(work)
 
     def close(self) -> None:
-        if self.conn is None or self.conn.closed:
-            return
-        try:
-            if not self.conn.broken:
-                self.conn.rollback()
-                with self.conn.transaction():
-                    self.sql.execute(self.conn, "run/org_unlock", lock_class=ADVISORY_LOCK_CLASS,
-                                     lock_key=advisory_key(self.org_id))
-        except psycopg.Error:
-            pass  # closing the session releases the claim anyway
-        finally:
-            self.conn.close()
+        for w in self.workers:
+            w.close(self._worker_done(w) if self.journal_id and w.chunks else None)
+
+    def _worker_done(self, w: OrgSession) -> Callable[[psycopg.Connection[Any]], None]:
+        def last(conn: psycopg.Connection[Any]) -> None:
+            journal.worker_tick(conn, self.sql, self.org_id, self.journal_id, self._worker_info(w, None, "done"), {})
+
+        return last
 
     # --- the organisation ------------------------------------------------------------------------------------
 
@@ -122,7 +141,7 @@ class OrgRunner:
         t0 = time.monotonic()
         res = self.result
         try:
-            conn = self._db()
+            conn = self.lead.db()
             t = time.monotonic()
             with conn.transaction():
                 codes = [r[0] for r in self.sql.rows(conn, "run/codes")]
@@ -136,8 +155,9 @@ class OrgRunner:
                 todo = {tier: self.ctx.candidates(conn, tier, exclude_quarantined=first) for tier in TIERS}
             res.seconds["scan"] = time.monotonic() - t
             fields = self._open_journal(conn, existing, todo)
+            self.chunks_total = int(fields.get("chunks") or 0)
             hook = entities_hook.migrate_function()
-            if existing and not any(todo.values()) and fields.get("status") == "completed" \
+            if fields.get("status") == "completed" and not any(todo.values()) \
                     and (hook is None or "entities" in fields):
                 res.status = "completed"  # finished before: nothing to do, write nothing
             else:
@@ -172,14 +192,22 @@ class OrgRunner:
         assert self.ctx is not None
         if existing is None:
             with conn.transaction():
-                checkpoints.gate(conn, self.sql, self.org_id)
-                self.journal_id = journal.create(
-                    conn, self.sql, org_id=self.org_id, run_id=self.s.run_id, spec=self.s.spec_info,
-                    options=self.s.options, candidates={t: len(ids) for t, ids in todo.items()})
-                checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, "start")
-            self.ctx = ChunkCtx(spec=self.spec, run_id=self.s.run_id, org_id=self.org_id,
-                                journal_id=self.journal_id, mappings=self.ctx.mappings)
-            return {}
+                self._journal_guard(conn)  # a runner joining the run may be opening it at this very moment
+                found = journal.find(conn, self.sql, [self.org_id], self.s.run_id)
+                if found:
+                    existing = found[0]
+                else:
+                    checkpoints.gate(conn, self.sql, self.org_id)
+                    self.journal_id = journal.create(
+                        conn, self.sql, org_id=self.org_id, run_id=self.s.run_id, spec=self.s.spec_info,
+                        options=self.s.options, candidates={t: len(ids) for t, ids in todo.items()})
+                    checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, "start")
+            if existing is None:
+                self.ctx = ChunkCtx(spec=self.spec, run_id=self.s.run_id, org_id=self.org_id,
+                                    journal_id=self.journal_id, mappings=self.ctx.mappings)
+                return {}
+            self.ctx = ChunkCtx(spec=self.spec, run_id=self.s.run_id, org_id=self.org_id, journal_id=existing.id,
+                                mappings=self.ctx.mappings)
         self.journal_id = existing.id
         with conn.transaction():
             fields = journal.read_fields(conn, self.sql, [self.org_id], [existing.id]).get(existing.id, {})
@@ -188,31 +216,29 @@ class OrgRunner:
                                  resumed_at=journal.now().isoformat())
         return fields
 
+    def _journal_guard(self, conn: psycopg.Connection[Any]) -> None:
+        self.sql.execute(conn, "run/journal_guard", lock_class=JOURNAL_LOCK_CLASS,
+                         lock_key=advisory_key(f"{self.org_id}:{self.s.run_id}"))
+
+    # --- a tier: passes of chunks on the worker sessions -----------------------------------------------------------
+
     def _tier(self, tier: str, ids: list[str]) -> None:
         assert self.ctx is not None
         retries = self.spec.execution.retries
         exclude_quarantined = not self.s.retry_quarantined
         pending, stalled, first_pass, passes = ids, 0, True, 0
+        self.transaction(lambda c: journal.checkpoint(c, self.sql, self.org_id, self.journal_id,
+                                                      values={"phase": tier}, count_quarantine=False))
         while True:
             if not first_pass:
-                conn = self._db()
+                conn = self.lead.db()
                 with conn.transaction():
                     pending = self.ctx.candidates(conn, tier, exclude_quarantined=exclude_quarantined)
             passes += 1
             if not pending or passes > MAX_PASSES:  # v1 traffic that keeps creating candidates: resume later
                 self.result.remaining[tier] = len(pending)
                 return
-            handled, pos = 0, 0
-            while pos < len(pending):
-                self.gate.wait()
-                self.throttle.wait()
-                if self.stop.is_set():
-                    raise Interrupted("stopped between chunks")
-                size = max(1, min(self.throttle.batch_size(self.s.batch_size), self._adaptive_size(tier)))
-                part = pending[pos:pos + size]
-                pos += size
-                faults.point("between_chunks")
-                handled += self._chunk(tier, part, exclude_quarantined).handled
+            handled = self._pass(tier, _Cursor(pending, self.s.offset), exclude_quarantined)
             # After the first pass a quarantined candidate is not retried again in this invocation.
             exclude_quarantined, first_pass = True, False
             if handled:
@@ -224,11 +250,59 @@ class OrgRunner:
                 return
             pause(backoff_seconds(retries, stalled), self.stop)
 
-    def _chunk(self, tier: str, ids: list[str], exclude_quarantined: bool) -> ChunkOutcome:
+    def _pass(self, tier: str, cursor: _Cursor, exclude_quarantined: bool) -> int:
+        """Every chunk of the cursor, on all worker sessions at once; the candidates they handled."""
+        while len(self.workers) < self.n_sessions and len(cursor.ids) > self.s.batch_size * len(self.workers):
+            self.workers.append(self._session())
+        if len(self.workers) == 1:
+            return self._work(self.lead, tier, cursor, exclude_quarantined)
+        handled = [0] * len(self.workers)
+        errors: list[BaseException] = []
+        abort = threading.Event()
+
+        def worker(i: int, w: OrgSession) -> None:
+            try:
+                handled[i] = self._work(w, tier, cursor, exclude_quarantined, abort)
+            except BaseException as exc:  # the first error stops the siblings between chunks, then is raised
+                errors.append(exc)
+                abort.set()
+
+        threads = [threading.Thread(target=worker, args=(i, w), name=f"{threading.current_thread().name}.{i}",
+                                    daemon=True) for i, w in enumerate(self.workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return sum(handled)
+
+    def _work(self, w: OrgSession, tier: str, cursor: _Cursor, exclude_quarantined: bool,
+              abort: threading.Event | None = None) -> int:
+        handled = 0
+        while not cursor.done():  # (no throttle wait for a chunk that will not come)
+            self.gate.wait()
+            self.throttle.wait()
+            if self.stop.is_set():
+                raise Interrupted("stopped between chunks")
+            if abort is not None and abort.is_set():
+                return handled
+            size = max(1, min(self.throttle.batch_size(self.s.batch_size), self._adaptive_size(tier)))
+            part = cursor.take(size)
+            if not part:
+                return handled
+            faults.point("between_chunks")
+            handled += self._chunk(w, tier, part, exclude_quarantined).handled
+        return handled
+
+    def _chunk(self, w: OrgSession, tier: str, ids: list[str], exclude_quarantined: bool) -> ChunkOutcome:
         assert self.ctx is not None
         fn = CHUNK_FUNCTIONS[tier]
-        self.tier_chunks[tier] = self.tier_chunks.get(tier, 0) + 1
-        info = ChunkInfo(self.org_id, tier, self.tier_chunks[tier], tuple(ids))
+        with self.lock:
+            self.tier_chunks[tier] = self.tier_chunks.get(tier, 0) + 1
+            number = self.tier_chunks[tier]
+        info = ChunkInfo(self.org_id, tier, number, tuple(ids))
+        t0 = time.monotonic()
 
         def work(conn: psycopg.Connection[Any]) -> ChunkOutcome:
             assert self.ctx is not None
@@ -237,37 +311,57 @@ class OrgRunner:
             if self.s.retry_quarantined:
                 journal.unquarantine(conn, self.sql, self.org_id, self.journal_id, outcome.done)
             counter = "migrated" if tier == "reverse_repost" else "aliased"
-            now = journal.checkpoint(conn, self.sql, self.org_id, self.journal_id,
-                                     counters={counter: len(outcome.done), "chunks": 1},
-                                     values={"status": "running", "phase": tier, "last_chunk_at": journal.now()})
-            chunks = int(now.get("chunks") or 0)
-            if chunks % self.spec.execution.checkpoint_every_chunks == 0:
-                checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, f"chunk-{chunks}",
-                                        {k: now.get(k) for k in ("migrated", "aliased", "chunks")})
+            seconds = time.monotonic() - t0
+            journal.worker_tick(conn, self.sql, self.org_id, self.journal_id,
+                                self._worker_info(w, tier, "running", outcome.handled / max(seconds, 1e-3)),
+                                {counter: len(outcome.done), "chunks": 1, "quarantined": len(outcome.quarantined)})
             self.hooks.before_commit(conn, ChunkInfo(info.organization_id, tier, info.chunk, tuple(outcome.done)))
             faults.point("chunk_before_commit")
             return outcome
 
-        t0 = time.monotonic()
-        outcome: ChunkOutcome = self.transaction(work)
+        outcome: ChunkOutcome = w.transaction(work)
+        w.chunks += 1
         faults.point("chunk_after_commit")
-        self._chunk_time(tier, time.monotonic() - t0)
-        self.last_chunk[tier] = (len(ids), time.monotonic() - t0)
+        seconds = time.monotonic() - t0
+        with self.lock:
+            self._chunk_time(tier, seconds)
+            self.last_chunk[tier] = (len(ids), seconds)
+            self.session["chunks"] += 1
+            self.session["migrated" if tier == "reverse_repost" else "aliased"] += len(outcome.done)
+            self.session["quarantined"] += len(outcome.quarantined)
+            self.chunks_total += 1
+            every = self.spec.execution.checkpoint_every_chunks
+            due = self.chunks_total % every == 0
         self.hooks.after_commit(ChunkInfo(info.organization_id, tier, info.chunk, tuple(outcome.done)))
-        self.session["chunks"] += 1
-        self.session["migrated" if tier == "reverse_repost" else "aliased"] += len(outcome.done)
-        self.session["quarantined"] += len(outcome.quarantined)
         self.progress.org_advanced(self.org_id, outcome.handled)
-        self.progress.chunk_done(self.org_id, tier, outcome.handled, len(outcome.quarantined),
-                                 time.monotonic() - t0)
+        self.progress.chunk_done(self.org_id, tier, outcome.handled, len(outcome.quarantined), seconds)
+        if due:
+            self._chunk_checkpoint(w)
         return outcome
+
+    def _worker_info(self, w: OrgSession, tier: str | None, state: str, rate: float | None = None) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": w.worker.name, "host": w.worker.host, "pid": w.worker.pid, "n": w.worker.n,
+                                "key": w.worker.key, "state": state}
+        if tier is not None:
+            info["tier"] = tier
+        if rate is not None:
+            info["rate"] = round(rate, 1)
+        return info
+
+    def _chunk_checkpoint(self, w: OrgSession) -> None:
+        """auto:chunk-<total>, an exact cut like an operator's: taken after this worker's chunk committed, under the
+        exclusive gate (the other workers' chunks in flight commit first)."""
+        conn = w.db()
+        with conn.transaction():
+            checkpoints.record_cut(conn, self.sql, self.org_id, self.journal_id)
 
     def _adaptive_size(self, tier: str) -> int:
         """The next chunk size: the batch size, or with `adaptive` what fits CHUNK_SECONDS at the measured pace."""
         ceiling = self.s.batch_size
         if not self.s.adaptive:
             return ceiling
-        last = self.last_chunk.get(tier)
+        with self.lock:
+            last = self.last_chunk.get(tier)
         if last is None:
             return min(ceiling, FIRST_ADAPTIVE_CHUNK)
         size, seconds = last
@@ -280,37 +374,17 @@ class OrgRunner:
         self.result.chunk_seconds[f"{tier}_max"] = round(max(times), 4)
         self.result.chunk_seconds[f"{tier}_mean"] = round(sum(times) / len(times), 4)
 
-    def transaction(self, work: Callable[[psycopg.Connection[Any]], Any]) -> Any:
-        """Run `work` in one migration transaction; transient failures roll back, back off and retry."""
-        retries = self.spec.execution.retries
-        attempt = 0
-        while True:
-            try:
-                conn = self._db()
-            except DatabaseError:  # the server is away (a restart, a failover): reconnecting is retried like
-                attempt += 1  # a lost connection is, with the same back-off
-                self.session["retries"] += 1
-                if attempt > retries.max:
-                    raise
-                pause(backoff_seconds(retries, attempt), self.stop)
-                continue
-            try:
-                with conn.transaction():
-                    self.sql.execute(conn, "run/session", lock_timeout=LOCK_TIMEOUT,
-                                     statement_timeout=STATEMENT_TIMEOUT)
-                    checkpoints.gate(conn, self.sql, self.org_id)
-                    return work(conn)
-            except psycopg.Error as exc:
-                if not is_transient(exc, conn):
-                    raise
-                attempt += 1
-                self.session["retries"] += 1
-                if attempt > retries.max:
-                    raise RetriesExhausted(attempt, exc) from exc
-                pause(backoff_seconds(retries, attempt), self.stop)
+    # --- the end of the organisation -----------------------------------------------------------------------------
+
+    def _auto_checkpoint(self, what: str) -> None:
+        self.transaction(lambda conn: checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, what))
 
     def _entities(self, hook: entities_hook.MigrateFn) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
+            self._journal_guard(conn)  # once per organisation, whichever runner gets here first
+            done = journal.read_fields(conn, self.sql, [self.org_id], [self.journal_id]).get(self.journal_id, {})
+            if "entities" in done:
+                return
             counts = hook(conn, self.spec, self.org_id, self.s.run_id)
             self.result.entities = dict(counts)
             journal.checkpoint(conn, self.sql, self.org_id, self.journal_id,
@@ -329,9 +403,6 @@ class OrgRunner:
 
         self.transaction(work)
 
-    def _auto_checkpoint(self, what: str) -> None:
-        self.transaction(lambda conn: checkpoints.record_auto(conn, self.sql, self.org_id, self.journal_id, what))
-
     def _mark_failed(self) -> None:
         if not self.journal_id:
             return
@@ -345,11 +416,11 @@ class OrgRunner:
             return
 
     def _load_totals(self) -> None:
-        """Cumulative counts of the run from the journal (all invocations)."""
+        """Cumulative counts of the run from the journal (all invocations and runners)."""
         if not self.journal_id:
             return
         try:
-            conn = self._db()
+            conn = self.lead.db()
             with conn.transaction():
                 fields = journal.read_fields(conn, self.sql, [self.org_id], [self.journal_id])[self.journal_id]
                 quarantined = journal.read_quarantine(conn, self.sql, [self.org_id],
@@ -374,8 +445,3 @@ def apply_totals(res: OrgRunResult, fields: dict[str, Any], quarantined: list[An
     res.quarantine = quarantined[:QUARANTINE_SAMPLE]
     if isinstance(fields.get("entities"), dict):
         res.entities = {k: int(v) for k, v in fields["entities"].items()}
-
-
-class OrgBusy(Exception):
-    def __init__(self, org_id: str) -> None:
-        super().__init__(f"organisation {org_id} is being migrated or rolled back by another session")

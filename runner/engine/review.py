@@ -10,8 +10,10 @@ from runner.engine.chunk import ChunkCtx
 from runner.engine.context import (
     ADVISORY_LOCK_CLASS,
     CHECKPOINT_LOCK_CLASS,
+    JOURNAL_LOCK_CLASS,
     LOCK_TIMEOUT,
     STATEMENT_TIMEOUT,
+    WORKER_LOCK_CLASS,
     Sql,
     advisory_key,
 )
@@ -97,6 +99,11 @@ def review_statements(spec: Spec) -> list[Statement]:
         s.statement("checkpoint/list", org_ids=orgs, journal_ids=[SAMPLE_JOURNAL]),
         s.statement("checkpoint/forget", seq=1, fields=["entities"]),
         plain.statement("rollback/all_journals", org_ids=orgs),
+        s.statement("run/org_claim", lock_class=ADVISORY_LOCK_CLASS, lock_key=advisory_key(orgs[0]),
+                    worker_class=WORKER_LOCK_CLASS, worker_key=advisory_key(orgs[0] + ":1")),
+        s.statement("run/worker_tick", field_name=f"worker:{orgs[0]}:1", body="{}", counters=["migrated"]),
+        plain.statement("run/worker_alive", worker_class=WORKER_LOCK_CLASS, worker_keys=[advisory_key(orgs[0])]),
+        s.statement("run/journal_guard", lock_class=JOURNAL_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
     ]
     for replace in (True, False):
         out.append(s.statement("checkpoint/record", replace=replace, field_name="checkpoint:sample", body="{}",

@@ -9,7 +9,7 @@ from typing import Any
 
 from runner.db.connect import connect
 from runner.engine import checkpoints, journal
-from runner.engine.context import Sql, validate_run_id
+from runner.engine.context import WORKER_LOCK_CLASS, Sql, validate_run_id
 from runner.engine.outcome import TIERS, OrgStatus, RunStatus
 from runner.errors import UsageError
 
@@ -30,6 +30,7 @@ def run_status(dsn: str, run_id: str) -> RunStatus:
             fields = journal.read_fields(conn, sql, orgs, ids)
             quarantine = journal.read_quarantine(conn, sql, orgs, ids)
             cuts = checkpoints.listing(conn, sql, journals)
+            _liveness(conn, sql, fields)
     out = RunStatus(run_id=run_id, status="unknown", checkpoints=[c.as_dict() for c in cuts])
     for j in journals:
         f = fields.get(j.id, {})
@@ -48,6 +49,11 @@ def run_status(dsn: str, run_id: str) -> RunStatus:
     return out
 
 
+def live_workers(dsn: str, run_id: str) -> list[dict[str, Any]]:
+    """The workers of `run_id` whose session is alive now (any runner process, this one included)."""
+    return [w for o in run_status(dsn, run_id).organizations for w in o.fields.get("workers", []) if w.get("alive")]
+
+
 def aggregate_status(statuses: list[str]) -> str:
     distinct = set(statuses)
     if len(distinct) == 1:
@@ -56,6 +62,16 @@ def aggregate_status(statuses: list[str]) -> str:
         if status in distinct:
             return status
     return "mixed"
+
+
+def _liveness(conn: Any, sql: Sql, fields: dict[str, dict[str, Any]]) -> None:
+    """Mark each worker of the journals alive or not (its session's liveness lock, runner/engine/session.py)."""
+    workers = [w for f in fields.values() for w in f.get("workers", [])]
+    keys = sorted({int(w["key"]) for w in workers if w.get("key") is not None})
+    alive = {int(k): bool(a) for k, a in sql.rows(conn, "run/worker_alive", worker_class=WORKER_LOCK_CLASS,
+                                                  worker_keys=keys)} if keys else {}
+    for w in workers:
+        w["alive"] = alive.get(int(w.get("key") or 0), False)
 
 
 def _text(value: Any) -> str | None:

@@ -16,6 +16,7 @@ from runner import contract
 from runner.compile import Statement, render
 from runner.compile.jsonx import dumps
 from runner.compile.params import Mappings, override_params, run_guard, scope_params
+from runner.engine.context import WORKER_PREFIX
 from runner.snapshot.rules import review_columns
 from runner.spec import codes
 from runner.spec.model import BUILTIN_LEVELS, CheckDef, Spec, Transform
@@ -44,7 +45,8 @@ KEYS: dict[str, Any] = {
     "kind_org_config": "organization_config", "kind_quarantined": "quarantined", "kind_reversal": "reversal",
     "kind_journal": "journal", "kind_original_lines": "original_lines", "kind_journal_status": "journal_status",
     "k_journal_status": "status",
-    "k_migrated": "migrated", "k_aliased": "aliased", "status_completed": "completed", "role_candidate": "candidate",
+    "k_migrated": "migrated", "k_aliased": "aliased", "k_worker_prefix": WORKER_PREFIX, "status_completed": "completed",
+    "role_candidate": "candidate",
 }
 
 DESCRIPTIONS: dict[str, str] = {

@@ -52,7 +52,8 @@ def hera_migrate(dsn: str, *args: str, kill: str | None = None,
 
 
 def run_args(report_dir: Path, *, resume: bool) -> list[str]:
-    return ["run", str(PHASE7), "--run-id", RUN, "--batch-size", str(BATCH), "--no-progress", "--now",
+    # one worker: this test counts exactly which chunks committed before each kill (test_workers.py kills 4)
+    return ["run", str(PHASE7), "--run-id", RUN, "--batch-size", str(BATCH), "--workers", "1", "--no-progress", "--now",
             "--report-dir", str(report_dir), *(["--resume"] if resume else [])]
 
 

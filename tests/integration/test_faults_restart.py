@@ -97,14 +97,14 @@ def test_server_back_while_the_runner_retries_it_reconnects(setup: tuple[str, st
     run finishes on its own."""
     import threading
 
-    from runner.engine import organization
+    from runner.engine import session
 
     dsn, org, cluster = setup
     spec = phase7(narrow=True)  # back-off long enough to outlast a server start (0.1 s, doubling, 6 times)
     spec = dataclasses.replace(spec, execution=dataclasses.replace(
         spec.execution, retries=Retries(max=6, backoff_seconds=0.2, max_backoff_seconds=2)))
     refused = threading.Event()
-    real_connect = connect  # what engine.organization imported
+    real_connect = connect  # what engine.session (the worker sessions) imported
 
     def watched(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -113,7 +113,7 @@ def test_server_back_while_the_runner_retries_it_reconnects(setup: tuple[str, st
             refused.set()
             raise
 
-    monkeypatch.setattr(organization, "connect", watched)
+    monkeypatch.setattr(session, "connect", watched)
     def start_when_refused() -> None:
         refused.wait(60)
         pg_start(cluster)
