@@ -34,11 +34,15 @@ def typecheck(session: nox.Session) -> None:
 def faults(session: nox.Session) -> None:
     """The fault-and-abuse suite (tests/faults, several minutes): a crash storm on a medium org, server restarts,
     v1 contention, hostile input, bad source data, RLS isolation. Prints the summary table and writes
-    reports/faults/summary.json. `-- -k storm` narrows it; HERA_FAULTS_SIZE=small shrinks the crash storm."""
+    reports/faults/summary.json. `-- -k storm` narrows it; HERA_FAULTS_SIZE=small shrinks the crash storms. Then the
+    four-worker SIGKILL storm (tests/integration/test_workers.py) on a medium organisation."""
     session.install("-e", ".[dev]")
     # -n 0: one process, so the suite's summary table sees every fault (and the crash storm has the machine)
     session.run("pytest", "tests/faults", "-q", "-n", "0", "-p", "no:cacheprovider", "--timeout", "1800",
                 *session.posargs, env={"HERA_FAULTS": "1"})
+    # the four-worker kill storm of the default suite, on a medium organisation (issue 16's proof size)
+    session.run("pytest", "tests/integration/test_workers.py", "-k", "storm", "-q", "-n", "0", "-p", "no:cacheprovider",
+                "--timeout", "3600", env={"HERA_WORKER_STORM_SIZE": os.environ.get("HERA_FAULTS_SIZE", "medium")})
 
 
 @nox.session(python=PYTHON)
@@ -67,13 +71,16 @@ def real(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: `nox -s bench -- --sizes small,medium,enterprise` (default: small,medium).
+    """Benchmarks: `nox -s bench -- --sizes small,medium,enterprise` (default: small,medium); then the scaling bench
+    (tests/tools/bench_scaling.py: engine vs HERA's RPC pair at 1/2/4 sessions, peak RSS of a whole run).
 
     With HERA_REAL_SCHEMA set, every size is measured on our core and on HERA's production schema side by side
     (same server, same run). Installs the `bench` extra (reladiff, for the diff comparison); without it the bench
     says so and goes on."""
     session.install("-e", ".[dev,bench]")
     session.run("python", "-m", "tests.tools.bench", *session.posargs)
+    # tier 2 at 1, 2, 4 sessions against HERA's pair at the same session counts, and each size's peak RSS
+    session.run("python", "-m", "tests.tools.bench_scaling", *session.posargs)
 
 
 def _org_session(session: nox.Session, size: str) -> None:

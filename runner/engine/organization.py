@@ -18,6 +18,7 @@ rest is reported as `remaining` (status incomplete; resume continues).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from runner.engine.session import OrgBusy, OrgSession
 from runner.engine.window import Gate
 from runner.spec.model import Spec
 
+log = logging.getLogger(__name__)
 __all__ = ["CHUNK_FUNCTIONS", "Interrupted", "OrgBusy", "OrgRunner", "RunSettings", "apply_totals"]
 
 ChunkFn = Callable[..., ChunkOutcome]
@@ -351,9 +353,13 @@ class OrgRunner:
     def _chunk_checkpoint(self, w: OrgSession) -> None:
         """auto:chunk-<total>, an exact cut like an operator's: taken after this worker's chunk committed, under the
         exclusive gate (the other workers' chunks in flight commit first)."""
-        conn = w.db()
-        with conn.transaction():
-            checkpoints.record_cut(conn, self.sql, self.org_id, self.journal_id)
+        try:
+            conn = w.db()
+            with conn.transaction():
+                checkpoints.record_cut(conn, self.sql, self.org_id, self.journal_id)
+        except psycopg.Error as exc:  # a missed automatic cut costs a rollback target, never the run
+            log.warning("auto checkpoint after chunk %s of %s skipped: %s", self.chunks_total, self.org_id,
+                        str(exc).strip())
 
     def _adaptive_size(self, tier: str) -> int:
         """The next chunk size: the batch size, or with `adaptive` what fits CHUNK_SECONDS at the measured pace."""

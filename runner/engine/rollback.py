@@ -16,7 +16,8 @@ Scoped forms (runner/engine/checkpoints.py for the cut):
   becomes rolled_back_to_checkpoint: `run --resume` continues from there.
 - `only` some parts: transactions (tiers 2 and 3), entities (posting rules, fiscal periods), config (the
   organisation's settings; one row, no transaction touched). Status partially_rolled_back unless all parts.
-Organisations are rolled back in parallel (`workers` sessions), each claimed with the organisation lock.
+Organisations are rolled back in parallel (`workers` sessions), each claimed with the organisation lock; one large
+organisation gets several of them (its claiming session opens helpers that take chunks of the same list).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class _Org:
     boundary: int = WHOLE
     kept: set[str] = field(default_factory=set)  # ids of conflict groups, left for review
     chunk: int = 0
+    dsn: str = ""
+    sessions: int = 1  # sessions on this organisation: the claiming one and sessions - 1 helpers it opens
+    helpers: list[psycopg.Connection[Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # res, kept and chunk, shared by the helpers
 
 
 def rollback_run(dsn: str, run_id: str, *, orgs: tuple[str, ...] = (), to: str | None = None,
@@ -159,6 +164,8 @@ def run_parallel(dsn: str, groups: list[list[Job]], scope: Scope, sink: Progress
     errors: list[BaseException] = []
     pending = list(groups)
     lock = threading.Lock()
+    at_once = max(1, min(workers, len(groups)))
+    per_org = max(1, workers // at_once)  # one large organisation gets every session (as in a run)
 
     def one(j: journal.Journal, boundary: int | None, res: OrgRollbackResult) -> None:
         batch = batch_size or int((j.metadata.get("options") or {}).get("batch_size") or BATCH)
@@ -166,7 +173,7 @@ def run_parallel(dsn: str, groups: list[list[Job]], scope: Scope, sink: Progress
             if boundary is None:
                 res.status, res.verified = "rolled_back", True  # nothing of it is after the cut
             else:
-                rollback_org(dsn, j, res, sink, hooks, batch, scope, boundary)
+                rollback_org(dsn, j, res, sink, hooks, batch, scope, boundary, sessions=per_org)
         except OrgBusy as exc:
             res.status, res.error = "busy", str(exc)
             with lock:
@@ -187,7 +194,7 @@ def run_parallel(dsn: str, groups: list[list[Job]], scope: Scope, sink: Progress
                 one(*job)
 
     threads = [threading.Thread(target=worker, name=f"hera-rollback-worker-{i}", daemon=True)
-               for i in range(max(1, min(workers, len(groups))))]
+               for i in range(at_once)]
     for t in threads:
         t.start()
     for t in threads:
@@ -196,18 +203,22 @@ def run_parallel(dsn: str, groups: list[list[Job]], scope: Scope, sink: Progress
 
 
 def rollback_org(dsn: str, j: journal.Journal, res: OrgRollbackResult, sink: ProgressSink, hooks: EngineHooks,
-                 batch: int, scope: Scope = Scope(), boundary: int = WHOLE) -> None:
-    """Roll back one organisation of one run on its own session (claimed with the organisation lock)."""
+                 batch: int, scope: Scope = Scope(), boundary: int = WHOLE, sessions: int = 1) -> None:
+    """Roll back one organisation of one run: its own session claims the organisation exclusively (no run and no
+    other rollback can work on it), then it and `sessions - 1` helper sessions it opens under that claim take the
+    chunks of one list (each chunk re-locks its rows with SKIP LOCKED, so no row is undone twice)."""
     t0 = time.monotonic()
     sql = Sql(org_id=j.organization_id, journal_id=j.id, run_id=j.metadata.get("run_id", ""))
     conn = connect(dsn)
+    helpers: list[psycopg.Connection[Any]] = []  # opened by _pass under this session's claim
     try:
         with conn.transaction():
             row = sql.execute(conn, "run/org_lock", lock_class=ADVISORY_LOCK_CLASS,
                               lock_key=advisory_key(j.organization_id)).fetchone()
         if not row or not row[0]:
             raise OrgBusy(j.organization_id)
-        o = _Org(j=j, sql=sql, res=res, conn=conn, scope=scope, boundary=boundary)
+        o = _Org(j=j, sql=sql, res=res, conn=conn, scope=scope, boundary=boundary, dsn=dsn,
+                 sessions=max(1, sessions), helpers=helpers)
         with conn.transaction():
             fields = journal.read_fields(conn, sql, [j.organization_id], [j.id]).get(j.id, {})
             transactions = "transactions" in scope.parts
@@ -244,6 +255,8 @@ def rollback_org(dsn: str, j: journal.Journal, res: OrgRollbackResult, sink: Pro
             _close(o, journal_status, forget_entities=bool(entity_parts) and entities_after)
     finally:
         res.seconds = round(time.monotonic() - t0, 3)
+        for helper in helpers:
+            helper.close()
         conn.close()
 
 
@@ -277,19 +290,8 @@ def _loop(o: _Org, role: str, ids: list[str], batch: int, sink: ProgressSink, ho
     stalled = 0
     pending = ids
     while pending:
-        handled = 0
-        for pos in range(0, len(pending), batch):
-            part = pending[pos:pos + batch]
-            o.chunk += 1
-            t0 = time.monotonic()
-            info = ChunkInfo(o.j.organization_id, "rollback", o.chunk, tuple(part))
-            delta: _Delta = _transaction(o, lambda c, p=part, i=info: _chunk(o, c, role, p, hooks, i))
-            faults.point("rollback_after_commit")
-            hooks.after_commit(info)
-            _apply(o, delta)
-            handled += delta.handled
-            sink.org_advanced(o.j.organization_id, delta.handled)
-            sink.chunk_done(o.j.organization_id, "rollback", delta.handled, 0, time.monotonic() - t0)
+        parts = [pending[pos:pos + batch] for pos in range(0, len(pending), batch)]
+        handled = _pass(o, role, parts, sink, hooks)
         with o.conn.transaction():
             pending = _targets(o, role)
         if handled:
@@ -302,15 +304,60 @@ def _loop(o: _Org, role: str, ids: list[str], batch: int, sink: ProgressSink, ho
         pause(backoff_seconds(RETRIES, stalled))
 
 
-def _transaction(o: _Org, work: Any) -> Any:
+def _pass(o: _Org, role: str, parts: list[list[str]], sink: ProgressSink, hooks: EngineHooks) -> int:
+    """Every chunk of `parts` on the organisation's sessions (the claiming one, then helpers); rows undone."""
+    while len(o.helpers) < o.sessions - 1 and len(parts) > len(o.helpers) + 1:
+        o.helpers.append(connect(o.dsn))
+    conns = [o.conn, *o.helpers[:max(0, len(parts) - 1)]]
+    done = [0] * len(conns)
+    errors: list[BaseException] = []
+
+    def work(i: int, conn: psycopg.Connection[Any]) -> None:
+        while not errors:
+            with o.lock:
+                if not parts:
+                    return
+                part = parts.pop(0)
+                o.chunk += 1
+                info = ChunkInfo(o.j.organization_id, "rollback", o.chunk, tuple(part))
+            t0 = time.monotonic()
+            try:
+                delta: _Delta = _transaction(o, lambda c, p=part, n=info: _chunk(o, c, role, p, hooks, n), conn)
+            except BaseException as exc:  # the siblings stop before their next chunk; the first error is raised
+                errors.append(exc)
+                return
+            faults.point("rollback_after_commit")
+            hooks.after_commit(info)
+            with o.lock:
+                _apply(o, delta)
+            done[i] += delta.handled
+            sink.org_advanced(o.j.organization_id, delta.handled)
+            sink.chunk_done(o.j.organization_id, "rollback", delta.handled, 0, time.monotonic() - t0)
+
+    if len(conns) == 1:
+        work(0, o.conn)
+    else:
+        threads = [threading.Thread(target=work, args=(i, c), name=f"{threading.current_thread().name}.{i}",
+                                    daemon=True) for i, c in enumerate(conns)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return sum(done)
+
+
+def _transaction(o: _Org, work: Any, conn: psycopg.Connection[Any] | None = None) -> Any:
+    conn = conn or o.conn
     attempt = 0
     while True:
         try:
-            with o.conn.transaction():
-                o.sql.execute(o.conn, "run/session", lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT)
-                return work(o.conn)
+            with conn.transaction():
+                o.sql.execute(conn, "run/session", lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT)
+                return work(conn)
         except psycopg.Error as exc:
-            if not is_transient(exc, o.conn) or o.conn.closed or o.conn.broken:
+            if not is_transient(exc, conn) or conn.closed or conn.broken:
                 raise  # a lost connection also lost the claim: rollback is re-run from the top
             attempt += 1
             if attempt > RETRIES.max:

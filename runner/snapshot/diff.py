@@ -100,6 +100,11 @@ from runner.snapshot.duck import DIFF_LABELS, TABLES
 CLASSES = ("expected", "unexpected", "concurrent")
 KINDS = ("inserted", "updated", "deleted")
 DIFF_TABLE = "diff_rows"  # written by diff(); named literally in its SQL (diff/store)
+# Differing pairs classified per statement: a large table goes in hash buckets of about this many rows (the pairs
+# and the before/after rows with the same ids are cut to the bucket), so the part of a statement's memory that grows
+# with the organisation is bounded. Not bounded yet: the cross-reference lookups (a twin's or repost's original,
+# d_ref_txn) are built whole per statement — about 1.5 GB of DuckDB memory at enterprise size.
+BUCKET_PAIRS = 200_000
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,13 @@ def diff(duckdb_path: Path, run_id: str, actor_id: UUID | str = MIGRATION_ACTOR_
             _execute(con, stmt)
         *work, store = rules.statements(columns)
         for stmt in work:
+            if stmt.name.startswith("diff/classify_"):
+                table = next(t for t, name in rules.CLASSIFY_TEMPLATE.items() if name == stmt.name)
+                row = _execute(con, sql("diff/pair_count")).fetchone()
+                buckets = max(1, -(-int(row[0] if row else 0) // BUCKET_PAIRS))
+                for bucket in range(buckets):  # one bounded statement per bucket (DuckDB's memory_limit holds)
+                    _execute(con, rules.classify(table, columns, bucket, buckets))
+                continue
             _execute(con, stmt)
         con.begin()
         _execute(con, store)

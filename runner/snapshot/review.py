@@ -39,7 +39,7 @@ def review_statements(spec: Spec) -> list[Statement]:
     out += [render_duck("diff/columns", table=snapshot_table("before", "universal_transactions")),
             render_duck("diff/table_exists", table=derived_table("before"))]
     out += rules.statements(rules.review_columns())
-    out += [render_duck("diff/counts"), render_duck("diff/samples", limit=20),
+    out += [render_duck("diff/pair_count"), render_duck("diff/counts"), render_duck("diff/samples", limit=20),
             ledger.trial_balance_statement("before"), compare.differing_statement("core_entities", "before", "after"),
             compare.differing_statement("core_dynamic_data", "before", "rollback", exclude_created_by=SAMPLE_ORG)]
     return out

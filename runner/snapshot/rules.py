@@ -40,16 +40,22 @@ Columns = dict[str, list[tuple[str, str]]]  # table -> [(column, DuckDB type)] o
 
 def statements(columns: Columns) -> list[Statement]:
     """The diff, in order: macros, the run's context tables, then per table its differing pairs and their
-    classification into d_rows, and finally d_rows stored as `diff_rows`."""
-    rules = {"preimage_columns": contract.ORIGINAL_PREIMAGE_COLUMNS, "original_changes": ORIGINAL_CHANGES,
-             "alias_changes": ALIAS_CHANGES, "org_changes": ORG_CHANGES, "never_explained": NEVER_EXPLAINED,
-             "twin_copied": TWIN_COPIED, "repost_copied": REPOST_COPIED}
+    classification into d_rows (here in one bucket; runner/snapshot/diff.py re-renders it per bucket with
+    `classify`), and finally d_rows stored as `diff_rows`."""
     out = [render_duck("diff/macros"), render_duck("diff/context")]
     for table in TABLES:
         out.append(render_duck("diff/pairs", table=table, columns=columns[table]))
-        out.append(render_duck(CLASSIFY_TEMPLATE[table], cols=dict(columns[table]), **rules))
+        out.append(classify(table, columns, 0, 1))
     out.append(render_duck("diff/store"))
     return out
+
+
+def classify(table: str, columns: Columns, bucket: int, buckets: int) -> Statement:
+    """Classify bucket `bucket` of `buckets` of the table's differing pairs (hash of the row id)."""
+    rules = {"preimage_columns": contract.ORIGINAL_PREIMAGE_COLUMNS, "original_changes": ORIGINAL_CHANGES,
+             "alias_changes": ALIAS_CHANGES, "org_changes": ORG_CHANGES, "never_explained": NEVER_EXPLAINED,
+             "twin_copied": TWIN_COPIED, "repost_copied": REPOST_COPIED}
+    return render_duck(CLASSIFY_TEMPLATE[table], cols=dict(columns[table]), bucket=bucket, buckets=buckets, **rules)
 
 
 def sample_columns() -> dict[str, list[Column]]:

@@ -6,7 +6,8 @@
   command each time: at every stop the journal agrees with the rows, at the end every candidate exactly once and
   the validation's verdict the same as an undisturbed run's;
 - two runner processes on one run id, one SIGKILLed midway: the other finishes the run alone, validates it, and
-  `status` shows the killed runner's workers as gone.
+  `status` shows the killed runner's workers as gone;
+- one organisation rolled back on several sessions (the claiming one and its helpers) comes back exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from runner.db.connect import connect
-from runner.engine import ChunkInfo, EngineHooks, OrgStatus, run_migration, run_status
+from runner.engine import ChunkInfo, EngineHooks, NullProgress, OrgStatus, rollback_run, run_migration, run_status
 from runner.engine.context import CHECKPOINT_LOCK_CLASS, advisory_key
 from runner.synth.generate import generate
-from tests.integration.test_engine_support import PHASE7, ROOT, phase7, plan_candidates
+from tests.integration.test_engine_support import PHASE7, ROOT, dump, phase7, plan_candidates
 
 STORM_KILLS = int(os.environ.get("HERA_WORKER_STORM_KILLS", "10"))
 STORM_SIZE = os.environ.get("HERA_WORKER_STORM_SIZE", "small")  # nox -s faults: medium
@@ -200,3 +202,28 @@ def test_two_runner_processes_finish_one_run_together_when_one_is_killed(db_dsn:
     status = hera_migrate(db_dsn, "status", "run-coop")
     assert isinstance(status, subprocess.CompletedProcess) and status.returncode == 0
     assert f":{doomed.pid}:" in status.stdout and "gone" in status.stdout and "done" in status.stdout
+
+
+class Threads(NullProgress):
+    """The worker threads that committed rollback chunks."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def chunk_done(self, org_id: str, tier: str, handled: int, quarantined: int, seconds: float) -> None:
+        self.names.add(threading.current_thread().name)
+
+
+def test_one_organisation_rolls_back_on_several_sessions_exactly(db_dsn: str) -> None:
+    org = generate(db_dsn, size="small", seed=84).organizations[0].organization_id
+    with connect(db_dsn) as conn:
+        before = dump(conn, org)
+    run = run_migration(db_dsn, phase7(), run_id="run-prb", workers=4, batch_size=25, now=True).org(org)
+    threads = Threads()
+    result = rollback_run(db_dsn, "run-prb", workers=3, batch_size=25, progress=threads)
+    got = result.org(org)
+    assert (result.status, got.verified, got.conflicts) == ("rolled_back", True, [])
+    assert got.originals_restored == got.reposts_deleted == run.migrated and got.aliases_restored == run.aliased
+    assert len(threads.names) >= 2  # the claiming session and its helpers took chunks of the same list
+    with connect(db_dsn) as conn:
+        assert dump(conn, org) == before  # every row, every column, as before the run

@@ -66,6 +66,8 @@ SETTINGS = {"session/timeout", "validate/session"}
 # path, a sample size): a spec cannot reach them, so two specs bind the same values.
 HARNESS_VALUES = {"snapshot/pg_columns", "snapshot/scanner_query", "snapshot/load", "diff/variable", "diff/columns",
                   "diff/table_exists", "diff/samples", "snapshot/differing_rows"}
+HARNESS_VALUES |= {f"diff/classify_{t}" for t in ("organizations", "entities", "dynamic_data", "relationships",
+                                                   "transactions", "lines")}  # their only values: the bucket
 HARNESS_FAMILIES = {"synth", "load"}  # the fixture generator and the v1 load: no spec is involved
 
 
