@@ -34,7 +34,7 @@ from runner.engine.context import JOURNAL_LOCK_CLASS, Sql, advisory_key
 from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, Throttle
 from runner.engine.outcome import TIERS, OrgRunResult
 from runner.engine.retry import backoff_seconds, pause
-from runner.engine.session import OrgBusy, OrgSession
+from runner.engine.session import OrgBusy, OrgSession, side_by_side
 from runner.engine.window import Gate
 from runner.spec.model import Spec
 
@@ -269,12 +269,7 @@ class OrgRunner:
                 errors.append(exc)
                 abort.set()
 
-        threads = [threading.Thread(target=worker, args=(i, w), name=f"{threading.current_thread().name}.{i}",
-                                    daemon=True) for i, w in enumerate(self.workers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        side_by_side(lambda i: worker(i, self.workers[i]), len(self.workers))
         if errors:
             raise errors[0]
         return sum(handled)

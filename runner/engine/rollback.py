@@ -43,9 +43,9 @@ from runner.engine.context import (
     validate_run_id,
 )
 from runner.engine.hooks import ChunkInfo, EngineHooks, NullProgress, ProgressSink
-from runner.engine.organization import OrgBusy
 from runner.engine.outcome import Conflict, OrgRollbackResult, RollbackResult
 from runner.engine.retry import RetriesExhausted, backoff_seconds, is_transient, pause
+from runner.engine.session import OrgBusy, side_by_side
 from runner.errors import HarnessError, UsageError
 from runner.spec.model import Retries
 
@@ -337,12 +337,7 @@ def _pass(o: _Org, role: str, parts: list[list[str]], sink: ProgressSink, hooks:
     if len(conns) == 1:
         work(0, o.conn)
     else:
-        threads = [threading.Thread(target=work, args=(i, c), name=f"{threading.current_thread().name}.{i}",
-                                    daemon=True) for i, c in enumerate(conns)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        side_by_side(lambda i: work(i, conns[i]), len(conns))
     if errors:
         raise errors[0]
     return sum(done)

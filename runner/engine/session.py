@@ -66,6 +66,17 @@ class WorkerId:
         return cls(socket.gethostname(), os.getpid(), n)
 
 
+def side_by_side(work: Callable[[int], None], n: int) -> None:
+    """work(0) ... work(n - 1) on n threads named after the calling one plus ".i" (the metrics' worker label);
+    returns when all of them have."""
+    threads = [threading.Thread(target=work, args=(i,), name=f"{threading.current_thread().name}.{i}", daemon=True)
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 class OrgBusy(Exception):
     def __init__(self, org_id: str) -> None:
         super().__init__(f"organisation {org_id} is claimed by another session (a rollback, or a run while this "
