@@ -222,8 +222,14 @@ class Progress:
 
 def progress(conn: psycopg.Connection[Any], run_id: str, org: str | None = None) -> Progress:
     row = conn.execute(
-        """SELECT coalesce(sum(d.field_value_number) FILTER (WHERE d.field_name IN ('migrated', 'aliased')), 0),
-                  coalesce(sum(d.field_value_number) FILTER (WHERE d.field_name = 'chunks'), 0),
+        """SELECT coalesce(sum(d.field_value_number) FILTER (WHERE d.field_name IN ('migrated', 'aliased')), 0)
+                  -- each worker's own row (runner/engine/journal.py) holds the counters of its chunks
+                  + coalesce(sum(coalesce((d.field_value_json ->> 'migrated')::numeric, 0)
+                                 + coalesce((d.field_value_json ->> 'aliased')::numeric, 0))
+                             FILTER (WHERE d.field_name LIKE 'worker:%%'), 0),
+                  coalesce(sum(d.field_value_number) FILTER (WHERE d.field_name = 'chunks'), 0)
+                  + coalesce(sum((d.field_value_json ->> 'chunks')::numeric)
+                             FILTER (WHERE d.field_name LIKE 'worker:%%'), 0),
                   coalesce(sum(d.field_value_number) FILTER (WHERE d.field_name = 'rollback_chunks'), 0),
                   coalesce(sum(d.field_value_number) FILTER (WHERE d.field_name IN ('rollback_originals',
                                                                                      'rollback_aliases')), 0),

@@ -87,8 +87,11 @@ class Storm:
 
     # --- processes --------------------------------------------------------------------------------------------
 
+    # One worker: the storm counts exactly which chunks each kill let commit (tests/integration/test_workers.py kills
+    # a four-worker run and checks the invariants that hold whatever the interleaving).
     def run_args(self, resume: bool) -> list[str]:
-        return ["run", str(self.spec), "--run-id", self.run_id, "--now", "--no-progress", "--report-dir",
+        return ["run", str(self.spec), "--run-id", self.run_id, "--now", "--no-progress", "--workers", "1",
+                "--report-dir",
                 str(self.report), *(["--resume"] if resume else []),
                 *(["--batch-size", str(self.plan.batch_size)] if self.plan.batch_size else [])]
 
@@ -236,7 +239,7 @@ class Storm:
         return True
 
     def kill_rollback_at(self, target: int) -> bool:
-        return self.kill_on_journal(["rollback", self.run_id, "--no-progress"],
+        return self.kill_on_journal(["rollback", self.run_id, "--no-progress", "--workers", "1"],
                                     lambda p: p.rollback_chunks >= target, f"rollback chunk {target}",
                                     f"rollback chunks >= {target} (external)")
 
@@ -246,7 +249,7 @@ class Storm:
             if i % 2 == 0:
                 point = ("rollback_before_commit", "rollback_after_commit")[(i // 2) % 2]
                 n = self.rng.randint(1, 3)
-                proc = self.spawn(["rollback", self.run_id, "--no-progress"], kill=f"{point}:{n}")
+                proc = self.spawn(["rollback", self.run_id, "--no-progress", "--workers", "1"], kill=f"{point}:{n}")
                 proc.wait(RUN_TIMEOUT)
                 if proc.proc.returncode == EXIT_OK:
                     break
@@ -262,7 +265,7 @@ class Storm:
             restored = self.journal().rollback_done
             assert len(a.originals) + len(a.aliases) + restored == self.total, "rollback lost count of a row"
             self.tally.resumed += 1
-        proc = self.spawn(["rollback", self.run_id, "--no-progress"])
+        proc = self.spawn(["rollback", self.run_id, "--no-progress", "--workers", "1"])
         assert proc.wait(RUN_TIMEOUT) == EXIT_OK, proc.tail()
         assert run_status(self.dsn, self.run_id).status == "rolled_back"
         with connect(self.dsn) as conn:

@@ -217,7 +217,7 @@ def test_sigkill_anywhere_then_resume_is_exactly_once_and_rollback_survives_kill
     t1 = time.monotonic()
     for point, n in (("rollback_before_commit", 2), ("rollback_after_commit", 3)):
         state = db_counts(db_dsn, org)
-        proc = hera_migrate(db_dsn, "rollback", RUN, "--no-progress", kill=f"{point}:{n}")
+        proc = hera_migrate(db_dsn, "rollback", RUN, "--no-progress", "--workers", "1", kill=f"{point}:{n}")
         assert proc.returncode == -9, (point, n, proc.stdout[-2000:], proc.stderr[-2000:])
         wait_claim_released(db_dsn, org)
         restored = BATCH * (n if point == "rollback_after_commit" else n - 1)
