@@ -390,7 +390,9 @@ def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: boo
 @click.argument("spec", type=click.Path(path_type=Path))
 @org_option
 @click.option("--run-id", default=None, help="Run id (default: generated).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Parallel workers (default: spec, 4).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Database sessions (default: spec, 4): organisations in parallel, and one large organisation "
+                   "on several sessions. Several processes with --run-id X --resume work on one run together.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=None, help="Candidates per chunk.")
 @click.option("--resume", is_flag=True,
               help="Continue --run-id from its journal; starts it when nothing of it exists yet (the same command "
@@ -468,7 +470,7 @@ def validate_cmd(ctx: click.Context, run_id: str, report_dir: Path | None, notif
               help="Emergency: undo every run in the database, newest first, organisations in parallel; "
                    "resumable; one summary report (reports/rollback-all-TIMESTAMP/ unless --report-dir).")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Organisations rolled back at once.")
+              help="Database sessions: organisations rolled back at once, and one large organisation on several.")
 @click.option("--report-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="The run's report directory to rewrite (default: reports/RUN_ID); with --all-runs: where the "
                    "summary goes.")
