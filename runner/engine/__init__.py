@@ -9,6 +9,8 @@ How it works, in one place (details in each module):
 - smart-code case: HERA upper-cases a header code on an UPDATE that does not list smart_code and canonicalises
   it (`.v<n>`) on one that does; every UPDATE here picks its form from the case it must keep (repost.py,
   alias.py, rollback.py).
+- sessions: `workers` database sessions, organisations in parallel and one large organisation on several; the
+  same run in several runner processes works together (runner/engine/session.py: claims and liveness).
 - quarantine: candidates that cannot be migrated faithfully are recognised before anything is written; an SQL
   error or a failed post-write check is isolated by savepoint bisection; both are recorded in the journal with
   their reason and the rest of the chunk migrates.
