@@ -83,7 +83,7 @@ def rollback_all(dsn: str, console: Console, *, progress: bool = True, report_di
         failed, result = exc, exc.result
     if metrics is not None:
         metrics.set_phase("done" if failed is None else "failed")
-    summary = _summary(dsn, result, started, reports_root, console)
+    summary = _summary(dsn, result, started, reports_root)
     html = write_summary(summary, out)
     for run in result.runs:
         print_rollback(console, run)
@@ -103,7 +103,7 @@ def rollback_all(dsn: str, console: Console, *, progress: bool = True, report_di
     return code
 
 
-def _summary(dsn: str, result: Any, started: datetime, reports_root: Path, console: Console) -> dict[str, Any]:
+def _summary(dsn: str, result: AllRunsResult, started: datetime, reports_root: Path) -> dict[str, Any]:
     from runner import rollback_report
     from runner.report import record_rollback
 

@@ -63,11 +63,9 @@ def gate(conn: psycopg.Connection[Any], sql: Sql, org_id: str) -> None:
     sql.execute(conn, "checkpoint/gate_shared", lock_class=CHECKPOINT_LOCK_CLASS, lock_key=advisory_key(org_id))
 
 
-def record_auto(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str, what: str,
-                counters: dict[str, Any] | None = None, *, seq: int | None = None) -> None:
+def record_auto(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str, what: str) -> None:
     """Record `auto:<what>` inside the caller's (gated) transaction: the cut is after this transaction."""
-    _record(conn, sql, org_id, journal_id, AUTO + what, "auto", seq if seq is not None else current_seq(conn, sql),
-            counters or {})
+    _record(conn, sql, org_id, journal_id, AUTO + what, "auto", current_seq(conn, sql), {})
 
 
 def record_cut(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str) -> None:

@@ -33,9 +33,8 @@ from runner.compile.jsonx import jdump
 from runner.engine.context import QUARANTINE_PREFIX, WORKER_PREFIX, Sql
 from runner.engine.outcome import Quarantined
 
-WORKER_COUNTERS = ("migrated", "aliased", "chunks", "quarantined")
 COUNTERS = ("migrated", "aliased", "chunks", "rollback_originals", "rollback_reposts", "rollback_reversals",
-            "rollback_aliases", "rollback_chunks", "rollback_entities")
+            "rollback_aliases", "rollback_chunks")
 QUARANTINED_FIELD = "quarantined"
 
 
@@ -92,9 +91,8 @@ def set_meta(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: s
 
 def checkpoint(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str, *,
                counters: dict[str, int] | None = None, values: dict[str, Any] | None = None,
-               count_quarantine: bool = True) -> dict[str, Decimal | None]:
-    """Increment `counters`, replace `values` (and recount the quarantine rows) in one statement; returns the
-    numbers the fields hold now (a counter's new total)."""
+               count_quarantine: bool = True) -> None:
+    """Increment `counters`, replace `values` (and recount the quarantine rows) in one statement."""
     names: list[str] = []
     types: list[str] = []
     numbers: list[Decimal | None] = []
@@ -125,16 +123,15 @@ def checkpoint(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id:
         add(name, value)
     if count_quarantine and QUARANTINED_FIELD not in names:
         add(QUARANTINED_FIELD, 0)
-    rows = sql.rows(conn, "run/checkpoint", org_id=org_id, journal_id=journal_id, names=names, types=types,
-                    numbers=numbers, texts=texts, dates=dates, jsons=jsons, counters=list(COUNTERS),
-                    quarantined_field=QUARANTINED_FIELD)
-    return {str(name): number for name, number in rows}
+    sql.execute(conn, "run/checkpoint", org_id=org_id, journal_id=journal_id, names=names, types=types,
+                numbers=numbers, texts=texts, dates=dates, jsons=jsons, counters=list(COUNTERS),
+                quarantined_field=QUARANTINED_FIELD)
 
 
 def worker_tick(conn: psycopg.Connection[Any], sql: Sql, org_id: str, journal_id: str, worker: dict[str, Any],
                 deltas: dict[str, int]) -> None:
     """The worker's own row, in the chunk's transaction: `worker` {host, pid, n, key, tier, rate, state, ...}
-    replaces, `deltas` (of WORKER_COUNTERS) are added."""
+    replaces, `deltas` (migrated, aliased, chunks, quarantined) are added."""
     body = {**worker, **deltas, "last_chunk_at": now().isoformat()}
     sql.execute(conn, "run/worker_tick", org_id=org_id, journal_id=journal_id,
                 field_name=WORKER_PREFIX + str(worker["name"]), body=jdump(body), counters=list(deltas))

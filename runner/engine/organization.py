@@ -39,7 +39,6 @@ from runner.engine.window import Gate
 from runner.spec.model import Spec
 
 log = logging.getLogger(__name__)
-__all__ = ["CHUNK_FUNCTIONS", "Interrupted", "OrgBusy", "OrgRunner", "RunSettings", "apply_totals"]
 
 ChunkFn = Callable[..., ChunkOutcome]
 # Lock-time budget of one chunk transaction (its candidates stay locked until commit). With `adaptive`, the chunk

@@ -39,7 +39,6 @@ def review_statements(spec: Spec) -> list[Statement]:
     out = [
         s.statement("run/session", lock_timeout=LOCK_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT),
         s.statement("run/org_lock", lock_class=ADVISORY_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
-        s.statement("run/org_unlock", lock_class=ADVISORY_LOCK_CLASS, lock_key=advisory_key(orgs[0])),
         plain.statement("scope/organizations"),
         s.statement("run/codes"),
         plain.statement("run/journal_find", org_ids=orgs, run_id=SAMPLE_RUN),
