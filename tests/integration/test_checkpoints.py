@@ -235,8 +235,9 @@ def test_killed_run_checkpointed_finished_rolled_back_to_the_checkpoint_and_resu
     org = generate(db_dsn, size="small", seed=66).organizations[0].organization_id
     planned = plan_candidates(db_dsn, phase7(), org)
     report = tmp_path / "run-e2e"
-    args = ["run", str(PHASE7), "--run-id", "run-e2e", "--batch-size", str(BATCH), "--now", "--no-progress",
-            "--report-dir", str(report)]
+    # one worker: the kill after chunk 3 leaves exactly three chunks in (the spec's 4 sessions would race past it)
+    args = ["run", str(PHASE7), "--run-id", "run-e2e", "--batch-size", str(BATCH), "--workers", "1", "--now",
+            "--no-progress", "--report-dir", str(report)]
     env_kill = {"HERA_FAULT_KILL": "chunk_after_commit:3"}
     killed = hera_migrate(db_dsn, *args, env=env_kill)
     assert killed.returncode == -9, killed.stderr
