@@ -10,10 +10,16 @@ interrupted or killed client leaves an open transaction the server rolls back wh
 is ever committed; the core has no sequences a rollback would leave advanced). On a database that refuses writes
 (a standby, default_transaction_read_only, a read-only user) the calibration falls back to the default rates and
 the basis says why. `calibrate=False` (`plan --no-calibrate`) skips it: plan is then strictly read-only.
+
+Several workers (`plan --workers N`, default the spec's `execution.workers`): the run spreads them over the
+organisations and sessions of one organisation, so the calibration also times the tier-2 statement in up to
+PARALLEL_MAX_SESSIONS sessions at once, each in its own transaction that is rolled back, and the estimate divides
+by the measured factor (`Scaling`), not by N: on a server with fewer free cores than sessions it is far below N.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -60,6 +66,12 @@ CALIBRATION_IDLE_TIMEOUT = "10s"  # a stalled client: the server ends (rolls bac
 # engine's UPDATE of a whole chunk spreads per-statement costs the calibration's 5-row batches pay, so at scale it
 # beats them (1.18x on a medium org), while on a small org its few chunks' fixed costs weigh (0.45-1.05x).
 ENGINE_FACTOR = {"reverse_repost": (0.8, 1.0), "reporting_alias": (0.5, 1.2)}
+# Several workers: the tier-2 statement timed in this many sessions at once at most (each its own rolled-back
+# transaction on its own SKIP LOCKED sample); more workers get the factor measured at this many, never extrapolated.
+PARALLEL_MAX_SESSIONS = 4
+PARALLEL_SAMPLE = 30  # timed rows per session at most
+PARALLEL_BUDGET_SECONDS = 1.0
+PARALLEL_START_TIMEOUT = 30.0  # seconds the sessions wait for each other at the start line
 TIER_WORK = {"reverse_repost": "reverse+repost", "reporting_alias": "alias updates"}
 ENGINE_WORK = {"reverse_repost": "the engine adds its chunk locks, marks, checks, journal and commits: it runs at",
                "reporting_alias": "the engine's whole-chunk UPDATEs, with their lock query and commit, run at"}
@@ -113,10 +125,45 @@ class TierRate:
 
 
 @dataclass
+class Scaling:
+    """How `workers` sessions compare with one: the tier-2 statement timed in `sessions` sessions at once."""
+
+    workers: int
+    sessions: int = 1
+    factor: float = 1.0  # combined rate of `sessions` sessions ÷ the one-session rate
+    measured: bool = False
+    reason: str | None = None  # why not measured
+    rate: float | None = None  # the sessions' combined statement rate
+    samples: int = 0
+
+    def at(self, n: int) -> float:
+        """The factor for n sessions: linear between one session and the measured point, flat beyond it."""
+        if n <= 1 or self.sessions <= 1:
+            return 1.0
+        if n >= self.sessions:
+            return self.factor
+        return 1.0 + (self.factor - 1.0) * (n - 1) / (self.sessions - 1)
+
+    def basis(self) -> str:
+        if self.workers <= 1:
+            return "1 worker: one session"
+        if not self.measured:
+            return f"{self.workers} workers: not measured ({self.reason}); estimated as one session"
+        beyond = (f"; {self.workers} workers are estimated at the factor of {self.sessions}"
+                  if self.workers > self.sessions else "")
+        return (f"{self.workers} workers: {self.samples} reverse+repost in {self.sessions} sessions at once → "
+                f"{self.rate:,.0f}/s, {self.factor:.2f}× one session (rolled back){beyond}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+@dataclass
 class Calibration:
     rates: dict[str, TierRate]
     seconds: float = 0.0  # wall time of the calibration transaction (0 when not attempted)
     attempted: bool = False  # a read-write transaction was opened (and rolled back)
+    scaling: Scaling | None = None
 
 
 def calibration_statements(spec: Spec, org_id: str | None, mappings: Mappings) -> list[Statement]:
@@ -142,10 +189,11 @@ class _NotMeasured(Exception):
 
 
 def calibrate_rates(dsn: str, spec: Spec, orgs: Sequence[Sampled], mappings: Mappings,
-                    defaults: dict[str, float]) -> Calibration:
+                    defaults: dict[str, float], workers: int = 1) -> Calibration:
     """Measure each tier's rate on the organisation with the most candidates of it, inside one transaction that is
     rolled back whatever happens. Anything that stops it (a read-only database, missing privileges, a timeout, a
-    lost connection) makes that tier fall back to its default rate with the reason."""
+    lost connection) makes that tier fall back to its default rate with the reason. With several workers, then
+    how much faster several sessions at once go (measure_scaling)."""
     out = Calibration(rates={})
     todo: dict[str, Sampled] = {}
     for tier in TIERS:
@@ -155,6 +203,7 @@ def calibrate_rates(dsn: str, spec: Spec, orgs: Sequence[Sampled], mappings: Map
         else:
             todo[tier] = org
     if not todo:
+        out.scaling = Scaling(workers=max(1, workers), reason="no candidate to time" if workers > 1 else None)
         return out
     t0 = time.monotonic()
     try:
@@ -176,8 +225,73 @@ def calibrate_rates(dsn: str, spec: Spec, orgs: Sequence[Sampled], mappings: Map
         _fallback(out, {t: o for t, o in todo.items() if t not in out.rates}, defaults, _reason(exc))
     finally:
         conn.close()
+    tier2 = out.rates.get("reverse_repost")
+    if workers > 1 and tier2 is not None and tier2.measured and tier2.statement_rate:
+        out.scaling = measure_scaling(dsn, spec, todo["reverse_repost"], mappings, workers, tier2.statement_rate)
+    else:
+        out.scaling = Scaling(workers=max(1, workers), reason="one-session tier-2 rate not measured"
+                              if workers > 1 else None)
     out.seconds = time.monotonic() - t0
     return out
+
+
+def measure_scaling(dsn: str, spec: Spec, org: Sampled, mappings: Mappings, workers: int,
+                    one_session_rate: float) -> Scaling:
+    """The tier-2 statement in min(workers, PARALLEL_MAX_SESSIONS) sessions at once, each in its own transaction on
+    its own sample of `org` (SKIP LOCKED makes the samples disjoint), every one rolled back; the combined rate over
+    the one-session rate is the factor. Anything that stops it leaves the estimate at one session, with the reason."""
+    sessions = min(workers, PARALLEL_MAX_SESSIONS)
+    start = threading.Barrier(sessions + 1)
+    results: list[tuple[int, float] | BaseException | None] = [None] * sessions
+
+    def session(i: int) -> None:
+        try:
+            with connect(dsn) as conn, conn.transaction(force_rollback=True):
+                settings = _calibration_session(org.organization_id)
+                conn.execute(settings.text, settings.params)
+                sample = render("plan/calibrate_sample", org_id=org.organization_id, tier="reverse_repost",
+                                scope=scope_params(spec), guard=run_guard(CALIBRATION_RUN_ID),
+                                sample=CALIBRATION_WARMUP + PARALLEL_SAMPLE, **mappings.params())
+                rows = conn.execute(sample.text, sample.params).fetchall()
+                if len(rows) > CALIBRATION_WARMUP:  # this session's compile and caches, timed apart
+                    _time_batch(conn, spec, org.organization_id, "reverse_repost", rows[:CALIBRATION_WARMUP])
+                    rows = rows[CALIBRATION_WARMUP:]
+                start.wait(PARALLEL_START_TIMEOUT)
+                began, n = time.monotonic(), 0
+                for pos in range(0, len(rows), CALIBRATION_BATCH):
+                    if n and time.monotonic() - began > PARALLEL_BUDGET_SECONDS:
+                        break
+                    batch = rows[pos:pos + CALIBRATION_BATCH]
+                    _time_batch(conn, spec, org.organization_id, "reverse_repost", batch)
+                    n += len(batch)
+                results[i] = (n, time.monotonic())
+        except BaseException as exc:  # reported as the reason; the other sessions must not wait for this one
+            start.abort()
+            results[i] = exc
+
+    threads = [threading.Thread(target=session, args=(i,), name=f"hera-calibrate-{i}") for i in range(sessions)]
+    for t in threads:
+        t.start()
+    try:
+        start.wait(PARALLEL_START_TIMEOUT)
+        began = time.monotonic()
+    except threading.BrokenBarrierError:
+        began = 0.0
+    for t in threads:
+        t.join()
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed or not began:
+        reason = _reason(failed[0]) if failed else "the sessions did not start together"
+        return Scaling(workers=workers, sessions=sessions, reason=reason)
+    done = [r for r in results if isinstance(r, tuple)]
+    timed = sum(n for n, _ in done)
+    if any(n == 0 for n, _ in done) or timed < sessions * CALIBRATION_BATCH:
+        return Scaling(workers=workers, sessions=sessions,
+                       reason=f"too few candidates to time {sessions} sessions at once")
+    wall = max(end for _, end in done) - began
+    rate = timed / wall if wall > 0 else 0.0
+    factor = min(float(sessions), max(0.1, rate / one_session_rate))
+    return Scaling(workers=workers, sessions=sessions, factor=factor, measured=True, rate=rate, samples=timed)
 
 
 def _fallback(out: Calibration, tiers: dict[str, Sampled], defaults: dict[str, float], reason: str) -> Calibration:

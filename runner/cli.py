@@ -363,13 +363,18 @@ def compile_cmd(spec: Path, out: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Emit JSON instead of a table.")
 @click.option("--no-calibrate", is_flag=True,
               help="Measure nothing: plan stays strictly read-only and estimates from default rates.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Workers the run will have (default: the spec's execution.workers); the calibration measures "
+                   "how much faster that many sessions at once go.")
 @click.pass_context
-def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: bool, no_calibrate: bool) -> None:
+def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: bool, no_calibrate: bool,
+             workers: int | None) -> None:
     """Tier-1 inventory: candidates per organisation and v1 code, and a run-time estimate with its basis and range.
 
     Needs the HERA database (--dsn or HERA_DSN). The inventory is one READ ONLY transaction of CTE queries (no
     temporary tables). The estimate's rates are measured on the database: a few candidates reversed + reposted and
-    aliased inside a separate transaction that is always rolled back (nothing persists); --no-calibrate skips it.
+    aliased inside a separate transaction that is always rolled back (nothing persists), and with several workers
+    the same in that many sessions at once, each rolled back; --no-calibrate skips it.
     """
     from runner.plan import build_plan, render_text
     from runner.spec import load_spec
@@ -379,7 +384,7 @@ def plan_cmd(ctx: click.Context, spec: Path, orgs: tuple[str, ...], as_json: boo
     if not dsn:
         raise UsageError("plan reads a HERA database: give --dsn DSN or set HERA_DSN "
                          "(an embedded server started for one command would be empty)")
-    plan = build_plan(dsn, loaded, orgs, calibrate=not no_calibrate)
+    plan = build_plan(dsn, loaded, orgs, calibrate=not no_calibrate, workers=workers)
     click.echo(plan.to_json() if as_json else render_text(plan))
 
 

@@ -25,6 +25,7 @@ from runner.calibrate import (
     DEFAULT_RATES,
     TIERS,
     Calibration,
+    Scaling,
     TierRate,
     calibrate_rates,
     calibration_statements,
@@ -64,6 +65,7 @@ class OrgPlan:
     estimate_seconds: float = 0.0  # at the central rates
     estimate_seconds_low: float = 0.0  # at the high end of the rate ranges
     estimate_seconds_high: float = 0.0  # at the low end
+    sessions: int = 1  # the sessions a run with the plan's workers gives this organisation
 
     def candidates(self, tier: str | None = None) -> int:
         return sum(c.candidates for c in self.codes if tier is None or c.tier == tier)
@@ -77,11 +79,32 @@ class Plan:
     rates: dict[str, float]  # the central rates the estimate uses, per tier
     seconds: float  # the read-only part
     calibration: Calibration | None = None
+    workers: int = 1
+    batch_size: int = 500
+
+    def factor(self, sessions: int) -> float:
+        """How much faster `sessions` sessions at once go than one (measured; 1 when not)."""
+        scaling = self.calibration.scaling if self.calibration else None
+        return scaling.at(sessions) if scaling is not None else 1.0
+
+    def busy_sessions(self) -> int:
+        """The sessions the run can keep busy at once: the workers, but a session needs a chunk of its own."""
+        chunks = sum(-(-o.candidates() // max(1, self.batch_size)) for o in self.organizations)
+        return max(1, min(self.workers, chunks))
 
     def estimate_range(self) -> tuple[float, float]:
-        """Every organisation one after another (a run with several workers overlaps them)."""
-        return (round(sum(o.estimate_seconds_low for o in self.organizations), 1),
-                round(sum(o.estimate_seconds_high for o in self.organizations), 1))
+        """Every organisation with the plan's workers: the one-session time of all of them at the factor of the
+        sessions the run keeps busy (organisations overlap, and a large one gets several sessions)."""
+        rates = self.calibration.rates if self.calibration else None
+        factor = self.factor(self.busy_sessions())
+
+        def total(rate_of: Callable[[TierRate], float]) -> float:
+            if rates is None:
+                return round(sum(o.estimate_seconds for o in self.organizations) / factor, 1)
+            return round(sum(o.candidates(t) / rate_of(r) for o in self.organizations for t, r in rates.items()
+                             if rate_of(r) > 0) / factor, 1)
+
+        return total(lambda r: r.high), total(lambda r: r.low)
 
     def as_dict(self) -> dict[str, Any]:
         def enc(value: Any) -> Any:
@@ -96,9 +119,14 @@ class Plan:
             orgs.append(d)
         low, high = self.estimate_range()
         cal = self.calibration
+        rates = cal.rates if cal else {}
+        central = sum(o.candidates(t) / r.rate for o in self.organizations for t, r in rates.items() if r.rate > 0)
         estimate = {
-            "seconds": round(sum(o.estimate_seconds for o in self.organizations), 1),
+            "seconds": round(central / self.factor(self.busy_sessions()), 1) if rates
+            else round(sum(o.estimate_seconds for o in self.organizations), 1),
             "seconds_low": low, "seconds_high": high,
+            "workers": self.workers, "busy_sessions": self.busy_sessions(),
+            "scaling": cal.scaling.as_dict() if cal and cal.scaling else None,
             "calibration_seconds": round(cal.seconds, 3) if cal else 0.0,
             "calibration_rolled_back": bool(cal and cal.attempted),
             "basis": {t: r.as_dict() for t, r in cal.rates.items()} if cal else {},
@@ -134,9 +162,11 @@ def _run(conn: psycopg.Connection[Any], stmt: Statement) -> list[tuple[Any, ...]
 
 
 def build_plan(dsn: str, spec: Spec, requested_orgs: tuple[str, ...] = (),
-               rates: dict[str, float] | None = None, calibrate: bool = True) -> Plan:
+               rates: dict[str, float] | None = None, calibrate: bool = True, workers: int | None = None) -> Plan:
     """The plan of `spec` on the database at `dsn`. `rates` replaces the default rates (used when nothing is
-    measured); `calibrate=False` measures nothing and keeps plan strictly read-only."""
+    measured); `calibrate=False` measures nothing and keeps plan strictly read-only. `workers` (default: the spec's
+    execution.workers) is what the estimate assumes the run gets."""
+    workers = max(1, workers if workers is not None else spec.execution.workers)
     t0 = time.monotonic()
     defaults = {**DEFAULT_RATES, **(rates or {})}
     with connect(dsn) as conn:
@@ -185,19 +215,25 @@ def build_plan(dsn: str, spec: Spec, requested_orgs: tuple[str, ...] = (),
     seconds = time.monotonic() - t0
     org_list = list(plans.values())
     if calibrate:
-        calibration = calibrate_rates(dsn, spec, org_list, Mappings.resolve(spec, codes), defaults)
+        calibration = calibrate_rates(dsn, spec, org_list, Mappings.resolve(spec, codes), defaults, workers)
     else:
         calibration = Calibration({t: TierRate.default(t, defaults[t], "--no-calibrate: plan stays read-only")
-                                   for t in TIERS})
+                                   for t in TIERS},
+                                  scaling=Scaling(workers=workers, reason="--no-calibrate" if workers > 1 else None))
+    plan = Plan(spec_name=spec.name, spec_sha256=spec.sha256, organizations=org_list,
+                rates={t: r.rate for t, r in calibration.rates.items()}, seconds=seconds, calibration=calibration,
+                workers=workers, batch_size=spec.execution.batch_size)
+    per_org = max(1, workers // max(1, min(workers, len(org_list))))  # as the engine splits its workers
     for org in org_list:
-        _estimate(org, calibration.rates)
-    return Plan(spec_name=spec.name, spec_sha256=spec.sha256, organizations=org_list,
-                rates={t: r.rate for t, r in calibration.rates.items()}, seconds=seconds, calibration=calibration)
+        org.sessions = max(1, min(per_org, -(-org.candidates() // max(1, plan.batch_size))))
+        _estimate(org, calibration.rates, plan.factor(org.sessions))
+    return plan
 
 
-def _estimate(org: OrgPlan, rates: dict[str, TierRate]) -> None:
+def _estimate(org: OrgPlan, rates: dict[str, TierRate], factor: float = 1.0) -> None:
+    """The organisation's seconds at the rates, `factor` times faster (its sessions at once)."""
     def seconds(rate_of: Callable[[TierRate], float]) -> float:
-        return round(sum(org.candidates(t) / rate_of(r) for t, r in rates.items() if rate_of(r) > 0), 1)
+        return round(sum(org.candidates(t) / rate_of(r) for t, r in rates.items() if rate_of(r) > 0) / factor, 1)
 
     org.estimate_seconds = seconds(lambda r: r.rate)
     org.estimate_seconds_low = seconds(lambda r: r.high)  # the fastest rates give the shortest time
@@ -226,13 +262,15 @@ def render_text(plan: Plan) -> str:
     low, high = plan.estimate_range()
     cal = plan.calibration
     if len(plan.organizations) > 1:
-        out.append(f"all organisations one after another: estimate {_span(low, high)} (workers overlap them)")
+        out.append(f"all organisations with {plan.workers} worker(s): estimate {_span(low, high)}")
     out.append(f"plan took {plan.seconds:.2f}s (read-only)"
                + (f"; calibration {cal.seconds:.2f}s in a separate transaction, rolled back "
                   "(--no-calibrate keeps plan strictly read-only)" if cal and cal.attempted else ""))
     out.append("estimate basis (the migrate phase: tiers 2 and 3; entity migrations and scans add little):")
     if cal:
         out += [f"  {r.basis()}" for r in cal.rates.values()]
+        if cal.scaling is not None:
+            out.append(f"  {cal.scaling.basis()}")
     else:
         out.append("  " + ", ".join(f"{k} {v:,.0f}/s" for k, v in plan.rates.items()))
     return "\n".join(out)

@@ -203,7 +203,17 @@ def test_calibration_measures_both_tiers_and_leaves_the_database_unchanged(db_ds
     est = doc["estimate"]
     assert est["seconds_low"] <= est["seconds"] <= est["seconds_high"] and est["calibration_rolled_back"]
     assert {t: b["measured"] for t, b in est["basis"].items()} == {"reverse_repost": True, "reporting_alias": True}
-    # The session is gone: no transaction of the calibration is left open on the server.
+    # The spec's workers (4): the tier-2 statement was also timed in that many sessions at once (rolled back too).
+    scaling = cal.scaling
+    assert scaling is not None and scaling.measured, scaling
+    assert (scaling.workers, scaling.sessions) == (spec.execution.workers, min(4, spec.execution.workers))
+    assert 0.1 <= scaling.factor <= scaling.sessions and scaling.samples >= scaling.sessions * 5
+    assert est["workers"] == spec.execution.workers and est["scaling"]["factor"] == round(scaling.factor, 3)
+    one = build_plan(db_dsn, spec, workers=1)
+    assert one.calibration is not None and one.calibration.scaling is not None
+    assert not one.calibration.scaling.measured and one.calibration.scaling.reason is None
+    assert fingerprint(db_dsn) == before
+    # The sessions are gone: no transaction of the calibration is left open on the server.
     with connect(db_dsn) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
                            ("hera-migrate plan-calibration%",)).fetchone()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from runner.calibrate import DEFAULT_RATES, ENGINE_FACTOR, Calibration, TierRate
+import pytest
+
+from runner.calibrate import DEFAULT_RATES, ENGINE_FACTOR, Calibration, Scaling, TierRate
 from runner.plan import CodePlan, OrgPlan, Plan, _estimate, render_text
 
 
@@ -58,3 +60,31 @@ def test_json_and_text_carry_basis_and_range() -> None:
                                                "reason": "--no-calibrate: plan stays read-only", "samples": 0}
     text = render_text(plan)
     assert "estimate 7.5–15.0s" in text and "rolled back" in text and "--no-calibrate" in text
+
+
+def test_several_workers_divide_by_the_measured_factor_not_by_n() -> None:
+    """Four workers measured at 1.8× one session: the estimate is the one-session time ÷ 1.8; an organisation with
+    two chunks keeps only two sessions busy (the factor interpolated at 2); nothing measured: one session."""
+    rates = {"reverse_repost": measured("reverse_repost", 250, 300, 400),
+             "reporting_alias": measured("reporting_alias", 1_000, 2_000, 2_500)}
+    scaling = Scaling(workers=4, sessions=4, factor=1.8, measured=True, rate=540.0, samples=120)
+    assert (scaling.at(1), scaling.at(4), scaling.at(8)) == (1.0, 1.8, 1.8)
+    assert scaling.at(2) == pytest.approx(1 + 0.8 / 3)
+
+    def plan_of(o: OrgPlan, workers: int, s: Scaling | None) -> Plan:
+        return Plan(spec_name="s", spec_sha256="x", organizations=[o], rates={t: r.rate for t, r in rates.items()},
+                    seconds=0.1, calibration=Calibration(rates=rates, scaling=s), workers=workers, batch_size=500)
+
+    big = org(30_000, 2_000)
+    one = plan_of(big, 1, Scaling(workers=1)).estimate_range()
+    four = plan_of(big, 4, scaling).estimate_range()
+    assert four == pytest.approx((one[0] / 1.8, one[1] / 1.8), abs=0.06)  # both rounded to 0.1 s
+    unmeasured = plan_of(big, 4, Scaling(workers=4, sessions=4, reason="--no-calibrate")).estimate_range()
+    assert unmeasured == one
+    small = org(600, 0)  # two chunks of 500
+    assert plan_of(small, 4, scaling).busy_sessions() == 2
+    single = plan_of(small, 1, Scaling(workers=1)).estimate_range()
+    assert plan_of(small, 4, scaling).estimate_range()[1] == pytest.approx(single[1] / scaling.at(2), abs=0.06)
+    text = scaling.basis()
+    assert "4 sessions at once" in text and "1.80× one session" in text and "rolled back" in text
+    assert "not measured (--no-calibrate)" in Scaling(workers=4, sessions=4, reason="--no-calibrate").basis()
