@@ -100,11 +100,13 @@ from runner.snapshot.duck import DIFF_LABELS, TABLES
 CLASSES = ("expected", "unexpected", "concurrent")
 KINDS = ("inserted", "updated", "deleted")
 DIFF_TABLE = "diff_rows"  # written by diff(); named literally in its SQL (diff/store)
-# Differing pairs classified per statement: a large table goes in hash buckets of about this many rows (the pairs
-# and the before/after rows with the same ids are cut to the bucket), so the part of a statement's memory that grows
-# with the organisation is bounded. Not bounded yet: the cross-reference lookups (a twin's or repost's original,
-# d_ref_txn) are built whole per statement — about 1.5 GB of DuckDB memory at enterprise size.
-BUCKET_PAIRS = 200_000
+# Differing pairs classified per statement: a large table goes in hash buckets of about BUCKET_PAIRS / weight rows,
+# so the DuckDB memory a statement needs does not grow with the organisation. Buckets follow reversal groups (a new
+# -REV twin and a new repost go with their original, a line with its transaction's group; diff/pairs' bucket_key),
+# so the pairs, the before/after rows and every cross-reference lookup are cut to the bucket. A universal_transactions
+# pair weighs the most: its before and after rows with their jsonb, and the original's row for a twin or repost.
+BUCKET_PAIRS = 100_000
+BUCKET_WEIGHT = {"universal_transactions": 4}
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ def diff(duckdb_path: Path, run_id: str, actor_id: UUID | str = MIGRATION_ACTOR_
             if stmt.name.startswith("diff/classify_"):
                 table = next(t for t, name in rules.CLASSIFY_TEMPLATE.items() if name == stmt.name)
                 row = _execute(con, sql("diff/pair_count")).fetchone()
-                buckets = max(1, -(-int(row[0] if row else 0) // BUCKET_PAIRS))
+                pairs = int(row[0] if row else 0) * BUCKET_WEIGHT.get(table, 1)
+                buckets = max(1, -(-pairs // BUCKET_PAIRS))
                 for bucket in range(buckets):  # one bounded statement per bucket (DuckDB's memory_limit holds)
                     _execute(con, rules.classify(table, columns, bucket, buckets))
                 continue
