@@ -4,7 +4,11 @@
   runner.engine.progress; the default does nothing). Called from worker threads: implementations must be
   thread-safe.
 - `Throttle`: consulted between chunks. `wait()` blocks while the load monitor wants the migration paused;
-  `batch_size(default)` may shrink chunks. The default never pauses and keeps the spec's size.
+  `batch_size(default)` may shrink chunks. The default never pauses and keeps the spec's size. One throttle serves
+  every worker thread of a run and may pace them together (runner.load.throttle: a number of chunks in flight
+  across all workers, a rest after each chunk): a worker's wait() also marks the end of its previous chunk, so it
+  may block while other workers' chunks run. `ReleasingThrottle.release()`, when a throttle has it, is how a worker
+  says it starts no further chunk (it left the chunk loop), so its place is free at once.
 - `EngineHooks`: fault points in the chunk loop for tests (crash before commit, act between chunks). Production
   code passes none.
 """
@@ -12,7 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 
@@ -49,10 +53,17 @@ class NullProgress:
 
 class Throttle(Protocol):
     def wait(self) -> None:
-        """Block while the migration should pause (called between chunks, outside any transaction)."""
+        """Block while the migration should pause (called by each worker before each of its chunks, outside any
+        transaction; the previous chunk of the calling worker is over)."""
 
     def batch_size(self, default: int) -> int:
         """The chunk size to use now; `default` is the run's configured size."""
+
+
+@runtime_checkable
+class ReleasingThrottle(Protocol):
+    def release(self) -> None:
+        """The calling worker starts no chunk now (it left the chunk loop: its share is done, or it stops)."""
 
 
 class NoThrottle:
@@ -61,6 +72,9 @@ class NoThrottle:
 
     def batch_size(self, default: int) -> int:
         return default
+
+    def release(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from runner.compile.params import Mappings
 from runner.engine import alias, checkpoints, entities_hook, faults, journal, repost
 from runner.engine.chunk import ChunkCtx, ChunkOutcome
 from runner.engine.context import JOURNAL_LOCK_CLASS, Sql, advisory_key
-from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, Throttle
+from runner.engine.hooks import ChunkInfo, EngineHooks, ProgressSink, ReleasingThrottle, Throttle
 from runner.engine.outcome import TIERS, OrgRunResult
 from runner.engine.retry import backoff_seconds, pause
 from runner.engine.session import OrgBusy, OrgSession, side_by_side
@@ -275,6 +275,14 @@ class OrgRunner:
 
     def _work(self, w: OrgSession, tier: str, cursor: _Cursor, exclude_quarantined: bool,
               abort: threading.Event | None = None) -> int:
+        try:
+            return self._chunks(w, tier, cursor, exclude_quarantined, abort)
+        finally:  # this worker starts no further chunk: a throttle pacing all workers frees its place at once
+            if isinstance(self.throttle, ReleasingThrottle):
+                self.throttle.release()
+
+    def _chunks(self, w: OrgSession, tier: str, cursor: _Cursor, exclude_quarantined: bool,
+                abort: threading.Event | None) -> int:
         handled = 0
         while not cursor.done():  # (no throttle wait for a chunk that will not come)
             self.gate.wait()

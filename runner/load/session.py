@@ -34,7 +34,7 @@ from runner.load import stats
 from runner.load.generator import LoadGenerator, LoadSettings
 from runner.load.samples import Sample
 from runner.load.shared import LOAD_DIR, SHARED_BASELINE, read_throttle_summary
-from runner.load.throttle import LatencyThrottle, TailSource
+from runner.load.throttle import LatencyThrottle, TailSource, throttle_settings
 from runner.metrics import RunMetrics, serve_metrics
 from runner.notify import Notifier
 from runner.pipeline import RunOptions, RunOutcome
@@ -153,10 +153,8 @@ def make_throttle(gen: LoadGenerator, baseline: dict[str, Any], spec: Spec,
     if not (plan.throttle and th.enabled) or not p95:
         return None
     interval = plan.check_interval if plan.check_interval is not None else float(th.check_interval_seconds)
-    return LatencyThrottle(TailSource(gen.tail), baseline_p95_ms=float(p95),
-                           max_degradation_pct=float(th.max_v1_p95_degradation_pct), check_interval=interval,
-                           window=max(2 * interval, 4.0), ceiling=int(spec.execution.batch_size),
-                           start_chunk=max(1, int(spec.execution.batch_size) // 4), max_pause=plan.max_pause)
+    return LatencyThrottle(TailSource(gen.tail), **throttle_settings(spec, float(p95), interval,
+                                                                       max_pause=plan.max_pause))
 
 
 @dataclass
@@ -309,6 +307,8 @@ class RunLoadHook:
 
     def migrating(self) -> None:
         self.t0 = time.time()
+        if self.throttle is not None:  # judge v1 from the migration's start (not the before-snapshot's load)
+            self.throttle.begin()
         self.poller.start()
 
     def migrated(self, result: RunResult) -> dict[str, Any]:
@@ -360,7 +360,8 @@ def with_run(dsn: str, spec_path: Path, opts: RunOptions, plan: LoadPlan, consol
             baseline = stats.phase(gen.tail.all(), b0, b1)
             throttle = make_throttle(gen, baseline, spec, plan)
             console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms over {baseline['requests']:,} requests; "
-                          + (f"auto-throttle on (p95 bound {throttle.limit_ms:.2f} ms, every {throttle.interval:g}s)"
+                          + (f"auto-throttle on (p95 bound {throttle.limit_ms:.2f} ms, decided at every chunk; "
+                             f"starts at {throttle.start_chunk} candidates, one chunk in flight)"
                              if throttle else "no throttle"))
             hook = RunLoadHook(dsn, run_id, gen, plan, throttle, (b0, b1), console)
             outcome = pipeline.run(dsn, spec_path, opts, console, progress=progress, throttle=throttle, load=hook,

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from runner.load.samples import SampleTail
-from runner.load.throttle import Decision, LatencyThrottle, TailSource
+from runner.load.throttle import Decision, LatencyThrottle, TailSource, throttle_settings
 from runner.spec.model import Spec
 
 FRESH_SECONDS = 10.0
@@ -29,14 +29,20 @@ THROTTLE_FILE = "throttle.json"
 
 
 class SharedThrottle(LatencyThrottle):
-    """A LatencyThrottle that also writes its summary to a file after every decision."""
+    """A LatencyThrottle that also writes its summary to a file whenever it recorded a decision (a change of pace
+    or a probe's outcome), and at least once per check interval for its counters."""
 
     path: Path
+    _written = -1
+    _written_at = float("-inf")
 
-    def check(self, now: float | None = None) -> Decision:
+    def check(self, now: float | None = None) -> Decision | None:
         d = super().check(now)
-        with contextlib.suppress(OSError):
-            self.path.write_text(json.dumps(self.summary()) + "\n", encoding="utf-8")
+        t = self.clock()
+        if self.records != self._written or t - self._written_at >= self.interval:
+            self._written, self._written_at = self.records, t
+            with contextlib.suppress(OSError):
+                self.path.write_text(json.dumps(self.summary()) + "\n", encoding="utf-8")
         return d
 
 
@@ -53,12 +59,9 @@ def throttle_from_report_dir(report_dir: Path, spec: Spec, console: Console | No
         return None
     if not live or p95 <= 0:
         return None
-    th = spec.execution.throttle
-    interval = float(th.check_interval_seconds)
+    interval = float(spec.execution.throttle.check_interval_seconds)
     tail = SampleTail(samples, keep_seconds=max(60.0, 3 * interval), keep_all=False)
-    throttle = SharedThrottle(TailSource(tail), baseline_p95_ms=p95,
-                              max_degradation_pct=float(th.max_v1_p95_degradation_pct), check_interval=interval,
-                              window=max(2 * interval, 4.0), ceiling=int(spec.execution.batch_size))
+    throttle = SharedThrottle(TailSource(tail), **throttle_settings(spec, p95, interval))
     throttle.path = workdir / THROTTLE_FILE
     if console is not None:
         console.print(f"auto-throttle: live v1 load found in {workdir} (baseline p95 {p95:.2f} ms, bound "

@@ -3,9 +3,10 @@
     python -m tests.tools.sessions org --size medium        # nox -s medium
     python -m tests.tools.sessions tradeoff --size medium   # nox -s load
 
-`org`: a fresh embedded server → the synthetic org of that size → `run` of the Phase 7 spec under v1 load
-(baseline first, auto-throttled) → validate → rollback rehearsal on the same data → reports/<size>/
-(results.json, index.html with the rehearsal, load/load.json + load.html).
+`org`: a fresh embedded server (new WAL segments not zero-filled, as a server in steady state recycles them:
+`steady_state_wal`) → the synthetic org of that size → `run` of the Phase 7 spec under v1 load (baseline first,
+auto-throttled: one throttle paces all workers, from one chunk of 10 in flight up) → validate → rollback rehearsal
+on the same data → reports/<size>/ (results.json, index.html with the rehearsal, load/load.json + load.html).
 
 Exit code of `org`: the run's (1 when a critical check or alert fired — on a noisy 2-core machine typically the
 v1 impact alert) or 1 when the rollback rehearsal was not identical.
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from rich.console import Console
 
 from runner import operate, pipeline
@@ -41,6 +43,21 @@ from runner.synth.generate import generate
 SPEC = "finance-dna-v2.yaml"
 
 
+def steady_state_wal(dsn: str) -> None:
+    """Make the fresh server write WAL like one that has been running: no zero-filled new segments.
+
+    A server started for the session has no WAL segments to recycle, so it creates every one the run writes into and
+    (wal_init_zero, the default) fills each 16 MB with zeros under the WAL write lock: every v1 request committing
+    at that moment waits 30-80 ms (measured: a 1-row commit's max went from 12 to 81 ms at the switch). The
+    migration writes ~23 KB of WAL per candidate (small: ~15 MB, medium: ~740 MB, one stall per 16 MB whatever its
+    pace), so these stalls come with the migration's progress and no throttle can remove them; a server in steady
+    state recycles old segments instead and does not have them. Off, a new segment is created sparse: the same
+    durability (fsync and synchronous_commit stay on)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET wal_init_zero = off")
+        conn.execute("SELECT pg_reload_conf()")
+
+
 def rehearse(dsn: str, run_id: str, report_dir: Path, console: Console) -> dict[str, Any]:
     """The pipeline's rehearsal (the report is rewritten to say the run was rolled back), comparing without the
     rows the v1 load wrote."""
@@ -52,6 +69,7 @@ def org_session(size: str, seed: int, plan: LoadPlan, out: Path, console: Consol
     t_all = time.monotonic()
     srv = providers.start_local()
     try:
+        steady_state_wal(srv.dsn)
         schema.install(srv.dsn)
         t0 = time.monotonic()
         gen = generate(srv.dsn, size=size, seed=seed)
