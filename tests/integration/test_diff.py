@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -19,6 +18,7 @@ from runner.snapshot.diff import DiffResult, diff
 from runner.snapshot.extract import take_snapshot
 from runner.synth.generate import generate
 from tests.integration.hera_helpers import Hera, named_call
+from tests.tools.diffrows import diff_rows
 
 ACTOR = contract.MIGRATION_ACTOR_ID
 RUN = "run-test-0001"
@@ -243,22 +243,13 @@ def test_pre_image_and_late_writes_break_the_proof(scenario: dict[str, Any],
     _same_in_small_buckets(s["path"], result, monkeypatch)  # broken pairings find the same (missing) partners
 
 
-def _diff_rows(path: Path) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute("SELECT table_name, id, organization_id, transaction_id, kind, changed_columns, class, "
-                           "reason FROM diff_rows ORDER BY ALL").fetchall()
-    finally:
-        con.close()
-
-
 def _same_in_small_buckets(path: Path, whole: DiffResult, monkeypatch: pytest.MonkeyPatch) -> None:
     """Classifying in many small hash buckets (how a large organisation is classified within DuckDB's memory
     budget) gives every row the same class, kind, changed columns and reason as one statement per table."""
-    one_statement = _diff_rows(path)
+    one_statement = diff_rows(path)
     monkeypatch.setattr(diff_module, "BUCKET_PAIRS", 1)  # every table in about as many buckets as it has pairs
     bucketed = diff(path, RUN, samples=50)
-    assert _diff_rows(path) == one_statement and len(one_statement) > 20
+    assert diff_rows(path) == one_statement and len(one_statement) > 20
     assert bucketed.counts == whole.counts and bucketed.by_kind == whole.by_kind
 
 

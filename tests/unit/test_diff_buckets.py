@@ -17,6 +17,7 @@ from runner.snapshot import diff as diff_module
 from runner.snapshot import rules
 from runner.snapshot.diff import diff
 from runner.snapshot.extract import DERIVED_COLUMNS
+from tests.tools.diffrows import diff_rows
 
 RUN = "R-buckets"
 ACTOR = str(contract.MIGRATION_ACTOR_ID)
@@ -105,21 +106,12 @@ def _snapshot(path: Path) -> None:
     con.close()
 
 
-def _rows(path: Path) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute("SELECT table_name, id, organization_id, transaction_id, kind, changed_columns, class, "
-                           "reason FROM diff_rows ORDER BY ALL").fetchall()
-    finally:
-        con.close()
-
-
 def test_small_buckets_classify_reversal_groups_as_one_statement_does(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "snapshots.duckdb"
     _snapshot(path)
     whole = diff(path, RUN, samples=100)
-    one_statement = _rows(path)
+    one_statement = diff_rows(path)
 
     # The scenario leans on the cross-reference lookups: the intact groups are expected only because each twin,
     # repost and their lines found the original (and its lines) and each original found its twin and repost.
@@ -141,7 +133,7 @@ def test_small_buckets_classify_reversal_groups_as_one_statement_does(tmp_path: 
     bucketed = diff(path, RUN, samples=100)
     n = max(buckets)  # rules.statements also renders the one-bucket form
     assert n >= 20
-    assert _rows(path) == one_statement
+    assert diff_rows(path) == one_statement
     assert bucketed.counts == whole.counts and bucketed.by_kind == whole.by_kind
 
     # By their own ids, a twin and its original mostly land in different buckets: bucketing by id with the lookups
