@@ -176,10 +176,10 @@ def _calibration_session(org_id: str | None) -> Statement:
                   lock_timeout=CALIBRATION_LOCK_TIMEOUT, idle_timeout=CALIBRATION_IDLE_TIMEOUT)
 
 
-def _calibration_sample(spec: Spec, org_id: str | None, mappings: Mappings, tier: str) -> Statement:
+def _calibration_sample(spec: Spec, org_id: str | None, mappings: Mappings, tier: str,
+                        timed: int = CALIBRATION_SAMPLE) -> Statement:
     return render("plan/calibrate_sample", org_id=org_id, tier=tier, scope=scope_params(spec),
-                  guard=run_guard(CALIBRATION_RUN_ID), sample=CALIBRATION_WARMUP + CALIBRATION_SAMPLE,
-                  **mappings.params())
+                  guard=run_guard(CALIBRATION_RUN_ID), sample=CALIBRATION_WARMUP + timed, **mappings.params())
 
 
 # --- calibration ------------------------------------------------------------------------------------------------
@@ -249,9 +249,7 @@ def measure_scaling(dsn: str, spec: Spec, org: Sampled, mappings: Mappings, work
             with connect(dsn) as conn, conn.transaction(force_rollback=True):
                 settings = _calibration_session(org.organization_id)
                 conn.execute(settings.text, settings.params)
-                sample = render("plan/calibrate_sample", org_id=org.organization_id, tier="reverse_repost",
-                                scope=scope_params(spec), guard=run_guard(CALIBRATION_RUN_ID),
-                                sample=CALIBRATION_WARMUP + PARALLEL_SAMPLE, **mappings.params())
+                sample = _calibration_sample(spec, org.organization_id, mappings, "reverse_repost", PARALLEL_SAMPLE)
                 rows = conn.execute(sample.text, sample.params).fetchall()
                 if len(rows) > CALIBRATION_WARMUP:  # this session's compile and caches, timed apart
                     _time_batch(conn, spec, org.organization_id, "reverse_repost", rows[:CALIBRATION_WARMUP])

@@ -92,19 +92,18 @@ class Plan:
         chunks = sum(-(-o.candidates() // max(1, self.batch_size)) for o in self.organizations)
         return max(1, min(self.workers, chunks))
 
-    def estimate_range(self) -> tuple[float, float]:
+    def total_seconds(self, rate_of: Callable[[TierRate], float] = lambda r: r.rate) -> float:
         """Every organisation with the plan's workers: the one-session time of all of them at the factor of the
         sessions the run keeps busy (organisations overlap, and a large one gets several sessions)."""
-        rates = self.calibration.rates if self.calibration else None
-        factor = self.factor(self.busy_sessions())
+        if self.calibration is None:  # (hand-built plans) the organisations' own estimates, one after another
+            return round(sum(o.estimate_seconds for o in self.organizations), 1)
+        single = sum(o.candidates(t) / rate_of(r) for o in self.organizations
+                     for t, r in self.calibration.rates.items() if rate_of(r) > 0)
+        return round(single / self.factor(self.busy_sessions()), 1)
 
-        def total(rate_of: Callable[[TierRate], float]) -> float:
-            if rates is None:
-                return round(sum(o.estimate_seconds for o in self.organizations) / factor, 1)
-            return round(sum(o.candidates(t) / rate_of(r) for o in self.organizations for t, r in rates.items()
-                             if rate_of(r) > 0) / factor, 1)
-
-        return total(lambda r: r.high), total(lambda r: r.low)
+    def estimate_range(self) -> tuple[float, float]:
+        """(fastest, slowest): at the high and the low end of the rate ranges."""
+        return self.total_seconds(lambda r: r.high), self.total_seconds(lambda r: r.low)
 
     def as_dict(self) -> dict[str, Any]:
         def enc(value: Any) -> Any:
@@ -119,11 +118,8 @@ class Plan:
             orgs.append(d)
         low, high = self.estimate_range()
         cal = self.calibration
-        rates = cal.rates if cal else {}
-        central = sum(o.candidates(t) / r.rate for o in self.organizations for t, r in rates.items() if r.rate > 0)
         estimate = {
-            "seconds": round(central / self.factor(self.busy_sessions()), 1) if rates
-            else round(sum(o.estimate_seconds for o in self.organizations), 1),
+            "seconds": self.total_seconds(),
             "seconds_low": low, "seconds_high": high,
             "workers": self.workers, "busy_sessions": self.busy_sessions(),
             "scaling": cal.scaling.as_dict() if cal and cal.scaling else None,

@@ -71,12 +71,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from runner.engine.organization import MIN_CHUNK
 from runner.load.samples import SampleTail
 from runner.load.stats import percentile
 from runner.metrics import ThrottleState
 from runner.spec.model import Spec
 
-START_CHUNK = 10  # the engine's smallest chunk (runner.engine.organization.MIN_CHUNK): where a cautious run starts
+START_CHUNK = MIN_CHUNK  # the engine's smallest chunk: where a cautious run starts
 TAIL_SHARE = 0.05  # a p95 within the bound: at most this share of the requests over it
 SLOT_POLL_SECONDS = 0.05  # how often a worker waiting for a slot looks for a holder that is gone
 MAX_HISTORY = 2000  # recorded decisions kept; beyond, every other one of them is dropped (counts stay exact)
@@ -105,10 +106,13 @@ class TailSource:
         return [s.latency_us for s in self.tail.since(self.clock() - seconds)]
 
     def recent_p95_ms(self, seconds: float) -> tuple[float | None, int]:
-        self.tail.poll()
-        lat = sorted(s.latency_us for s in self.tail.since(self.clock() - seconds))
-        p95 = percentile(lat, 95)
-        return (None if p95 is None else p95 / 1000.0), len(lat)
+        lat = sorted(self.recent_us(seconds))
+        return _p95_ms(lat), len(lat)
+
+
+def _p95_ms(sorted_us: list[int]) -> float | None:
+    p95 = percentile(sorted_us, 95)
+    return None if p95 is None else p95 / 1000.0
 
 
 @dataclass(frozen=True)
@@ -344,9 +348,8 @@ class LatencyThrottle:
     def _evidence(self, seconds: float) -> Evidence:
         if isinstance(self.source, LatencySamples):
             lat = sorted(self.source.recent_us(seconds))
-            p95 = percentile(lat, 95)
             over = len(lat) - bisect.bisect_right(lat, self.limit_ms * 1000.0)
-            return Evidence(None if p95 is None else p95 / 1000.0, len(lat), over)
+            return Evidence(_p95_ms(lat), len(lat), over)
         p95, n = self.source.recent_p95_ms(seconds)  # a source of p95 only: over the bound means all of it is
         return Evidence(p95, n, n if p95 is not None and p95 > self.limit_ms else 0)
 

@@ -51,7 +51,8 @@ def statements(columns: Columns) -> list[Statement]:
 
 
 def classify(table: str, columns: Columns, bucket: int, buckets: int) -> Statement:
-    """Classify bucket `bucket` of `buckets` of the table's differing pairs (hash of the row id)."""
+    """Classify bucket `bucket` of `buckets` of the table's differing pairs (by the hash of their bucket key, see
+    diff/pairs)."""
     rules = {"preimage_columns": contract.ORIGINAL_PREIMAGE_COLUMNS, "original_changes": ORIGINAL_CHANGES,
              "alias_changes": ALIAS_CHANGES, "org_changes": ORG_CHANGES, "never_explained": NEVER_EXPLAINED,
              "twin_copied": TWIN_COPIED, "repost_copied": REPOST_COPIED}
