@@ -407,17 +407,18 @@ def _originals(o: _Org, conn: psycopg.Connection[Any], ids: list[str]) -> _Delta
     deleted = sql.rows(conn, "rollback/delete_headers", ids=reposts + twins)
     if len(deleted) != len(reposts) + len(twins):
         raise RuntimeError(f"deleted {len(deleted)} of {len(reposts) + len(twins)} reposts/twins")
-    restored = 0
+    restored, bad = 0, []
     for canonical in (True, False):
         part = [t for t, g in groups.items() if g[3] is canonical]
         if part:
             columns = [c for c in PREIMAGE if canonical or c != "smart_code"]
-            restored += len(sql.rows(conn, "rollback/restore_originals", list_smart_code=canonical,
-                                     columns=columns, ids=part))
-    bad = sql.rows(conn, "rollback/verify_restored", ids=list(groups), preimages=[g[0] for g in groups.values()],
-                   preimage_columns=PREIMAGE)
+            rows = sql.rows(conn, "rollback/restore_originals", list_smart_code=canonical, columns=columns,
+                            preimage_columns=PREIMAGE, ids=part, preimages=[groups[t][0] for t in part])
+            restored += len(rows)
+            bad += [txn_id for txn_id, differs in rows if differs]
     if restored != len(groups) or bad:
-        raise RuntimeError(f"restored originals differ from their pre-image: {[r[0] for r in bad][:5]}")
+        raise RuntimeError(f"restored {restored} of {len(groups)} originals; differing from their pre-image: "
+                           f"{bad[:5]}")
     counters = {"rollback_originals": restored, "rollback_reposts": len(reposts), "rollback_reversals": len(twins),
                 "rollback_chunks": 1}
     if o.scope.partial:  # the run goes on from here: its own counter says what is still migrated

@@ -361,7 +361,8 @@ def with_run(dsn: str, spec_path: Path, opts: RunOptions, plan: LoadPlan, consol
             throttle = make_throttle(gen, baseline, spec, plan)
             console.print(f"baseline: v1 p95 {baseline['p95_ms']} ms over {baseline['requests']:,} requests; "
                           + (f"auto-throttle on (p95 bound {throttle.limit_ms:.2f} ms, decided at every chunk; "
-                             f"starts at {throttle.start_chunk} candidates, one chunk in flight)"
+                             f"starts at {throttle.start_chunk} candidates, one chunk in flight, "
+                             f"{throttle.start_duty:.0%} of the time)"
                              if throttle else "no throttle"))
             hook = RunLoadHook(dsn, run_id, gen, plan, throttle, (b0, b1), console)
             outcome = pipeline.run(dsn, spec_path, opts, console, progress=progress, throttle=throttle, load=hook,

@@ -42,18 +42,20 @@ them with the bound, reference × (1 + max%):
   ended or stalled), so the run goes to full speed (the run's chunk, no slot limit, full duty). When load shows up
   again the pace starts over from its start.
 
-Start small, earn speed: the pace starts at `start_chunk` with `start_slots` (the load session: the smallest chunk,
-one in flight — the pace measured harmless above) and every step up needs `grow_samples` requests that stayed
-within half the bound at the current pace. Without `start_chunk` the throttle starts at full speed (the run's own
-size, no limit) and only slows down on a breach.
+Start small, earn speed: the pace starts at `start_chunk` with `start_slots` and `start_duty` (the load session:
+the smallest chunk, one in flight, working a quarter of the time) and every step up needs `grow_samples` requests
+that stayed within half the bound at the current pace. Measured (small org, quiet machine, four runs): starting at
+full duty, the first second migrated 160-200 candidates and 12-14 % of the v1 requests in it were over the
+baseline p95 (5 % expected); the first reading that could slow it down comes only after 20 requests. Without
+`start_chunk` the throttle starts at full speed (the run's own size, no limit) and only slows down on a breach.
 
 Probe: `probe_after` breaches since the pace came down to the floor (smallest chunk, one slot; the duty still
 moves) without leaving it. The migration stands still (every worker waits) for a moment to settle (a quarter of
 `probe_seconds`, at most 1 s: what the last chunk set off is not idle v1 yet), then `probe_seconds` in which the v1
-p95 is read. Still over the bound means the excess is not caused by the migration *running* — it is
-what the migration left behind (reverse + repost triples the rows a date-windowed v1 query reads) or the machine
-itself — and no pacing can remove it: the reference the bound is relative to becomes the idle p95 (recorded as a
-probe), and the run resumes cautiously. Within the bound means pacing is what helps: stay at the floor (and probe
+p95 is read. Still over the bound (as significantly as a breach) means the excess is not caused by the migration
+*running* — it is what the migration left behind (reverse + repost triples the rows a date-windowed v1 query reads)
+or the machine itself — and no pacing can remove it: the reference the bound is relative to becomes the idle p95
+(recorded as a probe), and the run resumes cautiously. Otherwise pacing is what helps: stay at the floor (and probe
 half as often). The reported degradation (`impact_pct`, the alerts) always compares with the real baseline; only
 the throttle's target moves.
 
@@ -78,6 +80,7 @@ from runner.metrics import ThrottleState
 from runner.spec.model import Spec
 
 START_CHUNK = MIN_CHUNK  # the engine's smallest chunk: where a cautious run starts
+START_DUTY = 0.25  # ... working a quarter of the time (a rest of three chunks' time after each)
 TAIL_SHARE = 0.05  # a p95 within the bound: at most this share of the requests over it
 SLOT_POLL_SECONDS = 0.05  # how often a worker waiting for a slot looks for a holder that is gone
 MAX_HISTORY = 2000  # recorded decisions kept; beyond, every other one of them is dropped (counts stay exact)
@@ -149,7 +152,7 @@ def throttle_settings(spec: Spec, baseline_p95_ms: float, check_interval: float,
     return {"baseline_p95_ms": baseline_p95_ms, "max_degradation_pct": float(th.max_v1_p95_degradation_pct),
             "check_interval": check_interval, "window": max(4.0, min(2 * check_interval, 10.0)),
             "ceiling": int(spec.execution.batch_size), "min_chunk": START_CHUNK, "start_chunk": START_CHUNK,
-            "start_slots": 1, "max_pause": max_pause}
+            "start_slots": 1, "start_duty": START_DUTY, "max_pause": max_pause}
 
 
 def breach(ev: Evidence, z: float) -> bool:
@@ -162,6 +165,7 @@ class LatencyThrottle:
     def __init__(self, source: LatencySource, *, baseline_p95_ms: float, max_degradation_pct: float = 5.0,
                  check_interval: float = 10.0, window: float | None = None, ceiling: int = 500,
                  min_chunk: int = 10, start_chunk: int | None = None, start_slots: int | None = None,
+                 start_duty: float = 1.0,
                  first_pause: float = 0.1, max_pause: float = 5.0, min_samples: int = 20,
                  grow_samples: int | None = None, decide_every: float = 0.25, margin_z: float = 2.0,
                  burst: float = 0.1, memory: float = 30.0, lease: float = 1.0,
@@ -201,10 +205,11 @@ class LatencyThrottle:
             self.start_chunk, self.start_slots = ceiling, start_slots
         else:
             self.start_chunk, self.start_slots = max(self.min_chunk, min(ceiling, start_chunk)), start_slots or 1
+        self.min_duty = first_pause / (first_pause + max_pause)  # a chunk of first_pause, then max_pause of rest
+        self.start_duty = 1.0 if start_chunk is None else max(self.min_duty, min(1.0, start_duty))
         self.chunk = self.start_chunk
         self.slots: int | None = self.start_slots
-        self.duty = 1.0
-        self.min_duty = first_pause / (first_pause + max_pause)  # a chunk of first_pause, then max_pause of rest
+        self.duty = self.start_duty
         self.history: list[Decision] = []
         self.actions: dict[str, int] = {}
         self.records = 0  # decisions ever kept in the history
@@ -377,7 +382,8 @@ class LatencyThrottle:
                 return self._record(now, recent, "no_data", changed)
             if self._idle:  # the load is back: start over from the cautious start
                 self._idle = False
-                self.chunk, self.slots, self.duty = min(self.start_chunk, self.ceiling), self.start_slots, 1.0
+                self.chunk, self.slots = min(self.start_chunk, self.ceiling), self.start_slots
+                self.duty = self.start_duty
                 return self._record(now, recent, "resume", True)
             if ev.requests >= self.min_samples and breach(ev, self.margin_z):
                 return self._slow_down(now, ev)
@@ -452,18 +458,23 @@ class LatencyThrottle:
         return d
 
     def _end_probe(self) -> None:
-        """Read the window in which the migration stood still. Still over the bound: the excess is not caused by
-        the migration running (it is what the migration left behind, or the machine), so the reference becomes the
-        idle p95 and the run resumes cautiously; within the bound: the migration was the cause, stay at the floor."""
+        """Read the window in which the migration stood still. Still over the bound, as significantly as a breach:
+        the excess is not caused by the migration running (it is what the migration left behind, or the machine),
+        so the reference becomes the idle p95 and the run resumes cautiously; else the migration was the cause:
+        stay at the floor."""
         with self._lock:
             if self._probe_end is None:  # another worker thread read it already
                 return
             self._probe_end = None
-        p95, n = self.source.recent_p95_ms(self.probe_seconds)
+        ev = self._evidence(self.probe_seconds)
+        p95, n = ev.p95_ms, ev.requests
         with self._lock:
             now = self.clock()
             t = round(now - self._t0, 3)
-            if p95 is not None and n >= self.min_samples and p95 > self.limit_ms:
+            # The same significance as a breach: one idle window of a noisy v1 reads over the bound by chance
+            # (measured: an idle 4.8 ms against a 3.8 ms baseline whose after-run p95 was 3.9 ms), and moving the
+            # reference on it would let the migration degrade v1 by that much.
+            if p95 is not None and n >= self.min_samples and breach(ev, self.margin_z):
                 outcome = "not_the_migration"
                 self.reference = p95
                 self.chunk, self.slots, self.duty = self.min_chunk, 1, 0.5
@@ -498,6 +509,7 @@ class LatencyThrottle:
                     "final_limit_p95_ms": round(self.limit_ms, 3), "check_interval_seconds": self.interval,
                     "decide_every_seconds": self.decide_every, "window_seconds": self.window,
                     "min_chunk": self.min_chunk, "start_chunk": self.start_chunk, "start_slots": self.start_slots,
+                    "start_duty": self.start_duty,
                     "max_pause_seconds": self.max_pause,
                     "final_chunk": self.chunk, "final_slots": self.slots, "final_duty": round(self.duty, 4),
                     "final_pause_seconds": round(self.pause_s, 3),

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def test_baseline_alone_keeps_raw_samples_and_locust_stats(db_dsn: str, small_or
     assert any(s.latency_us % 1000 for s in raw)  # microseconds, not Locust's whole milliseconds
     assert (tmp_path / "locust_stats.csv").read_text().count("\n") > 2  # Locust's own request events fired
     assert perf["latency"]["during"] is None
+    # independent users: their requests start at their own phases of the 100 ms period, not all in one instant
+    # (Locust's constant_throughput keeps users spawned together in lockstep: one 10 ms window holds them all;
+    # the 4 seeded phases here are 10, 38, 46 and 61 ms: the busiest 10 ms hold 2 users)
+    phases = Counter(int((s.t - s.latency_us / 1e6) * 1000) % 100 for s in raw)
+    busiest = max(sum(phases[(start + k) % 100] for k in range(10)) for start in range(100))
+    assert busiest < 0.75 * len(raw), sorted(phases.items())
 
 
 def test_load_around_a_throttled_run_reaches_results_json(db_dsn: str, small_org: str, tmp_path: Path) -> None:

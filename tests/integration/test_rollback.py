@@ -131,3 +131,31 @@ def test_rows_changed_after_the_run_are_conflicts_left_as_they_are(db_dsn: str, 
         strip = [r for r in after[table] if r[key] not in kept]
         assert strip == [r for r in before[table] if r[key] not in kept], table
     assert run_status(db_dsn, "run-cf").status == "requires_review"
+
+
+def test_a_restore_that_does_not_give_back_the_preimage_fails_the_chunk_and_writes_nothing(db_dsn: str,
+                                                                                          org: str) -> None:
+    # The restore statement itself compares each row as stored (after every BEFORE trigger) with its pre-image: a
+    # trigger that changes what the rollback writes must stop the chunk, not slip through.
+    spec = phase7(narrow=True)
+    before = snapshot(db_dsn, org)
+    run_migration(db_dsn, spec, run_id="run-pi", workers=1, now=True)
+    with connect(db_dsn) as conn:
+        target = str(run_rows(conn, org, "run-pi", "original")[4]["id"])
+        conn.execute("CREATE FUNCTION test_bend_restore() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "NEW.transaction_status := 'bent'; RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER zz_bend_restore BEFORE UPDATE ON universal_transactions FOR EACH ROW "
+                     f"WHEN (NEW.id = '{target}'::uuid AND NOT NEW.metadata ? 'migration') "
+                     "EXECUTE FUNCTION test_bend_restore()")
+        conn.commit()
+        migrated = snapshot(db_dsn, org, with_journal=True)
+    with pytest.raises(RollbackFailed, match="differing from their pre-image") as failed:
+        rollback_run(db_dsn, "run-pi", batch_size=1000)
+    assert target in str(failed.value)
+    assert snapshot(db_dsn, org, with_journal=True) == migrated  # the one chunk rolled back: nothing restored
+    with connect(db_dsn) as conn:
+        conn.execute("DROP TRIGGER zz_bend_restore ON universal_transactions")
+        conn.execute("DROP FUNCTION test_bend_restore()")
+        conn.commit()
+    assert rollback_run(db_dsn, "run-pi").status == "rolled_back"
+    assert snapshot(db_dsn, org) == before
