@@ -34,7 +34,7 @@ from runner.load import stats
 from runner.load.generator import LoadGenerator, LoadSettings
 from runner.load.samples import Sample
 from runner.load.shared import LOAD_DIR, SHARED_BASELINE, read_throttle_summary
-from runner.load.throttle import LatencyThrottle, TailSource, throttle_settings
+from runner.load.throttle import LatencyThrottle, TailSource, task_baselines, throttle_settings
 from runner.metrics import RunMetrics, serve_metrics
 from runner.notify import Notifier
 from runner.pipeline import RunOptions, RunOutcome
@@ -141,8 +141,9 @@ def start_generator(dsn: str, plan: LoadPlan, workdir: Path, console: Console,
 
 def write_shared_baseline(workdir: Path, gen: LoadGenerator, baseline: dict[str, Any]) -> Path:
     path = workdir / SHARED_BASELINE
-    path.write_text(json.dumps({"p95_ms": baseline.get("p95_ms"), "samples": str(gen.samples_path.resolve()),
-                                "written_at": time.time()}) + "\n", encoding="utf-8")
+    path.write_text(json.dumps({"p95_ms": baseline.get("p95_ms"), "task_p95_ms": task_baselines(baseline),
+                                "samples": str(gen.samples_path.resolve()), "written_at": time.time()}) + "\n",
+                    encoding="utf-8")
     return path
 
 
@@ -154,7 +155,8 @@ def make_throttle(gen: LoadGenerator, baseline: dict[str, Any], spec: Spec,
         return None
     interval = plan.check_interval if plan.check_interval is not None else float(th.check_interval_seconds)
     return LatencyThrottle(TailSource(gen.tail), **throttle_settings(spec, float(p95), interval,
-                                                                       max_pause=plan.max_pause))
+                                                                       max_pause=plan.max_pause,
+                                                                       task_p95_ms=task_baselines(baseline)))
 
 
 @dataclass

@@ -54,6 +54,7 @@ def throttle_from_report_dir(report_dir: Path, spec: Spec, console: Console | No
         info = json.loads((workdir / SHARED_BASELINE).read_text(encoding="utf-8"))
         samples = Path(str(info["samples"]))
         p95 = float(info["p95_ms"])
+        tasks = {str(k): float(v) for k, v in (info.get("task_p95_ms") or {}).items()}
         live = time.time() - samples.stat().st_mtime < FRESH_SECONDS
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -61,7 +62,7 @@ def throttle_from_report_dir(report_dir: Path, spec: Spec, console: Console | No
         return None
     interval = float(spec.execution.throttle.check_interval_seconds)
     tail = SampleTail(samples, keep_seconds=max(60.0, 3 * interval), keep_all=False)
-    throttle = SharedThrottle(TailSource(tail), **throttle_settings(spec, p95, interval))
+    throttle = SharedThrottle(TailSource(tail), **throttle_settings(spec, p95, interval, task_p95_ms=tasks))
     throttle.path = workdir / THROTTLE_FILE
     if console is not None:
         console.print(f"auto-throttle: live v1 load found in {workdir} (baseline p95 {p95:.2f} ms, bound "

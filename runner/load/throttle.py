@@ -28,15 +28,20 @@ second: there is nothing newer to read sooner), it reads the v1 requests that en
 effect (since the last chunk begun under the previous pace ended; at most `window` seconds of them) and compares
 them with the bound, reference × (1 + max%):
 
+- per task: given the baseline's p95 of each v1 task (`task_p95_ms`), each request is held to its own task's
+  bound, task p95 × (reference / baseline) × (1 + max%), and "the bound" below means those. A mix whose overall p95
+  sits at the border of a rare heavy request (measured on medium: a trial balance of 150-220 ms is 2.3 % of the
+  requests, the others 1-6 ms) otherwise reads a window that happens to hold a few more of them as a breach (the
+  window's p95 jumped from 4.6 to 157 ms with the migration at rest) and crawls for nothing;
 - breach: more requests over the bound than a p95 within it allows (5 % of them), by a margin of `margin_z`
   standard deviations that the odd slow request of an undisturbed v1 rarely reaches. Multiplicative decrease at
   once: the chunk halved (cut in proportion when p95 is more than twice the bound; never under `min_chunk`), the
   slots halved, the duty halved (not under `first_pause` of work per `max_pause` of rest). The knob grown last is
   remembered as what hurt: for `memory` seconds it does not grow back to that value (another knob grows instead);
 - comfortable: at least `grow_samples` requests at this pace and their p95 under half the bound (reference ×
-  (1 + max%/2)). One knob up per decision, by a quarter: the duty first (up to full time), then the chunk while a
-  chunk is a short burst (under `burst` seconds) or no other slot may be added, else one more slot (up to the
-  workers seen);
+  (1 + max%/2)): at most 5 % of them over it. One knob up per decision, by a quarter: the duty first (up to full
+  time), then the chunk while a chunk is a short burst (under `burst` seconds) or no other slot may be added, else
+  one more slot (up to the workers seen);
 - otherwise hold: the evidence at this pace keeps accumulating;
 - no_data: fewer than `min_samples` requests in the last `window` seconds: there is no live load to protect (it
   ended or stalled), so the run goes to full speed (the run's chunk, no slot limit, full duty). When load shows up
@@ -81,6 +86,7 @@ from runner.spec.model import Spec
 
 START_CHUNK = MIN_CHUNK  # the engine's smallest chunk: where a cautious run starts
 START_DUTY = 0.25  # ... working a quarter of the time (a rest of three chunks' time after each)
+MIN_TASK_REQUESTS = 20  # baseline requests of a v1 task for a bound of its own (else the overall one applies)
 TAIL_SHARE = 0.05  # a p95 within the bound: at most this share of the requests over it
 SLOT_POLL_SECONDS = 0.05  # how often a worker waiting for a slot looks for a holder that is gone
 MAX_HISTORY = 2000  # recorded decisions kept; beyond, every other one of them is dropped (counts stay exact)
@@ -97,6 +103,12 @@ class LatencySamples(Protocol):
         """Latencies (µs) of the v1 requests that ended in the last `seconds`."""
 
 
+@runtime_checkable
+class TaskSamples(Protocol):
+    def recent_tasks(self, seconds: float) -> list[tuple[str, int]]:
+        """(task, latency µs) of the v1 requests that ended in the last `seconds`."""
+
+
 class TailSource:
     """LatencySource over the load generator's sample file (polled on every read)."""
 
@@ -107,6 +119,10 @@ class TailSource:
     def recent_us(self, seconds: float) -> list[int]:
         self.tail.poll()
         return [s.latency_us for s in self.tail.since(self.clock() - seconds)]
+
+    def recent_tasks(self, seconds: float) -> list[tuple[str, int]]:
+        self.tail.poll()
+        return [(s.task, s.latency_us) for s in self.tail.since(self.clock() - seconds)]
 
     def recent_p95_ms(self, seconds: float) -> tuple[float | None, int]:
         lat = sorted(self.recent_us(seconds))
@@ -123,6 +139,12 @@ class Evidence:
     p95_ms: float | None
     requests: int
     over: int  # requests over the bound
+    over_comfort: int = 0  # requests over half the bound (reference × (1 + max%/2))
+
+    @property
+    def comfortable(self) -> bool:
+        """A p95 within half the bound: at most TAIL_SHARE of the requests over it."""
+        return self.p95_ms is not None and self.over_comfort <= TAIL_SHARE * self.requests
 
 
 @dataclass(frozen=True)
@@ -144,15 +166,22 @@ class _Slot:
 
 
 def throttle_settings(spec: Spec, baseline_p95_ms: float, check_interval: float, *,
-                      max_pause: float = 5.0) -> dict[str, Any]:
-    """The keyword arguments of a LatencyThrottle for a run of `spec` against a measured baseline: the spec's bound
-    and chunk size, a cautious start (the smallest chunk, one in flight), decisions reading at most
-    2 × check_interval seconds of v1 requests (4 to 10)."""
+                      max_pause: float = 5.0, task_p95_ms: dict[str, float] | None = None) -> dict[str, Any]:
+    """The keyword arguments of a LatencyThrottle for a run of `spec` against a measured baseline (overall and, when
+    known, per v1 task): the spec's bound and chunk size, a cautious start (the smallest chunk, one in flight, a
+    quarter of the time), decisions reading at most 2 × check_interval seconds of v1 requests (4 to 10)."""
     th = spec.execution.throttle
     return {"baseline_p95_ms": baseline_p95_ms, "max_degradation_pct": float(th.max_v1_p95_degradation_pct),
             "check_interval": check_interval, "window": max(4.0, min(2 * check_interval, 10.0)),
             "ceiling": int(spec.execution.batch_size), "min_chunk": START_CHUNK, "start_chunk": START_CHUNK,
-            "start_slots": 1, "start_duty": START_DUTY, "max_pause": max_pause}
+            "start_slots": 1, "start_duty": START_DUTY, "max_pause": max_pause, "task_p95_ms": task_p95_ms}
+
+
+def task_baselines(baseline: dict[str, Any], min_requests: int = MIN_TASK_REQUESTS) -> dict[str, float]:
+    """p95 (ms) per v1 task of a baseline phase (stats.phase), for the tasks with enough requests to have one."""
+    tasks = baseline.get("tasks") or {}
+    return {name: float(t["p95_ms"]) for name, t in tasks.items()
+            if (t.get("requests") or 0) >= min_requests and (t.get("p95_ms") or 0) > 0}
 
 
 def breach(ev: Evidence, z: float) -> bool:
@@ -165,7 +194,7 @@ class LatencyThrottle:
     def __init__(self, source: LatencySource, *, baseline_p95_ms: float, max_degradation_pct: float = 5.0,
                  check_interval: float = 10.0, window: float | None = None, ceiling: int = 500,
                  min_chunk: int = 10, start_chunk: int | None = None, start_slots: int | None = None,
-                 start_duty: float = 1.0,
+                 start_duty: float = 1.0, task_p95_ms: dict[str, float] | None = None,
                  first_pause: float = 0.1, max_pause: float = 5.0, min_samples: int = 20,
                  grow_samples: int | None = None, decide_every: float = 0.25, margin_z: float = 2.0,
                  burst: float = 0.1, memory: float = 30.0, lease: float = 1.0,
@@ -178,6 +207,7 @@ class LatencyThrottle:
         self.baseline = baseline_p95_ms
         self.max_pct = max_degradation_pct
         self.reference = baseline_p95_ms  # what the bound is relative to; a probe may raise it (see module doc)
+        self.task_p95 = {k: v for k, v in (task_p95_ms or {}).items() if v > 0}  # bounds per v1 task (module doc)
         self.interval = check_interval
         self.window = window if window is not None else check_interval
         self.ceiling = ceiling
@@ -351,12 +381,27 @@ class LatencyThrottle:
     # --- the controller ------------------------------------------------------------------------------------
 
     def _evidence(self, seconds: float) -> Evidence:
+        if self.task_p95 and isinstance(self.source, TaskSamples):
+            return self._task_evidence(self.source.recent_tasks(seconds))
         if isinstance(self.source, LatencySamples):
             lat = sorted(self.source.recent_us(seconds))
             over = len(lat) - bisect.bisect_right(lat, self.limit_ms * 1000.0)
-            return Evidence(_p95_ms(lat), len(lat), over)
+            comfort = len(lat) - bisect.bisect_right(lat, self.comfort_ms * 1000.0)
+            return Evidence(_p95_ms(lat), len(lat), over, comfort)
         p95, n = self.source.recent_p95_ms(seconds)  # a source of p95 only: over the bound means all of it is
-        return Evidence(p95, n, n if p95 is not None and p95 > self.limit_ms else 0)
+        return Evidence(p95, n, n if p95 is not None and p95 > self.limit_ms else 0,
+                        n if p95 is None or p95 >= self.comfort_ms else 0)
+
+    def _task_evidence(self, requests: list[tuple[str, int]]) -> Evidence:
+        """Each request against its own task's bound: task p95 × (reference / baseline) × (1 + max%)."""
+        scale = self.reference / self.baseline * 1000.0
+        high, low = 1 + self.max_pct / 100.0, 1 + self.max_pct / 200.0
+        over = comfort = 0
+        for task, us in requests:
+            base = self.task_p95.get(task, self.baseline) * scale
+            over += us > base * high
+            comfort += us > base * low
+        return Evidence(_p95_ms(sorted(us for _, us in requests)), len(requests), over, comfort)
 
     def _decide(self, now: float) -> None:
         if not self._deciding.acquire(blocking=False):
@@ -387,7 +432,7 @@ class LatencyThrottle:
                 return self._record(now, recent, "resume", True)
             if ev.requests >= self.min_samples and breach(ev, self.margin_z):
                 return self._slow_down(now, ev)
-            if ev.requests >= self.grow_samples and ev.p95_ms is not None and ev.p95_ms < self.comfort_ms:
+            if ev.requests >= self.grow_samples and ev.comfortable:
                 return self._speed_up(now, ev)
             return self._record(now, ev, "hold", False)
 
@@ -509,7 +554,7 @@ class LatencyThrottle:
                     "final_limit_p95_ms": round(self.limit_ms, 3), "check_interval_seconds": self.interval,
                     "decide_every_seconds": self.decide_every, "window_seconds": self.window,
                     "min_chunk": self.min_chunk, "start_chunk": self.start_chunk, "start_slots": self.start_slots,
-                    "start_duty": self.start_duty,
+                    "start_duty": self.start_duty, "task_p95_ms": dict(self.task_p95),
                     "max_pause_seconds": self.max_pause,
                     "final_chunk": self.chunk, "final_slots": self.slots, "final_duty": round(self.duty, 4),
                     "final_pause_seconds": round(self.pause_s, 3),

@@ -416,6 +416,59 @@ def _saturate(th: LatencyThrottle, src: Samples, clock: Clock) -> None:
     raise AssertionError("no probe after 20 decisions at the floor")
 
 
+class Mix(Samples):
+    """A v1 mix: `n` requests, `heavy` of them a trial balance at its usual 150 ms, `slow` light ones over the
+    bound (light ones at 9 ms, slow ones at 12 ms: the bound of a 10 ms baseline + 5 % is 10.5 ms)."""
+
+    def __init__(self, n: int = 100, heavy: int = 0, slow: int = 0) -> None:
+        super().__init__(n, 0)
+        self.heavy, self.slow = heavy, slow
+
+    def recent_tasks(self, seconds: float) -> list[tuple[str, int]]:
+        self.windows.append(round(seconds, 6))
+        light = self.n - self.heavy - self.slow
+        return ([("read_txn", 9_000)] * light + [("read_txn", 12_000)] * self.slow
+                + [("trial_balance", 150_000)] * self.heavy)
+
+    def recent_us(self, seconds: float) -> list[int]:
+        return [us for _, us in self.recent_tasks(seconds)]
+
+
+def test_each_request_is_held_to_its_own_tasks_bound() -> None:
+    src, clock = Mix(100, heavy=12), Clock()  # 12 % heavy requests: a p95 of 150 ms, yet every one as usual
+    by_task = make(src, clock, task_p95_ms={"read_txn": 10.0, "trial_balance": 160.0}, start_chunk=40)
+    other_clock = Clock()
+    overall = make(Mix(100, heavy=12), other_clock, start_chunk=40)
+    chunk(by_task, clock)
+    assert by_task.history[-1].action == "speed_up" and by_task.history[-1].p95_ms == 150.0
+    chunk(overall, other_clock)
+    assert overall.history[-1].action == "slow_down"  # the overall bound reads the mix as a breach
+    src.heavy, src.slow = 2, 15  # light requests slowed: a breach whatever the mix
+    chunk(by_task, clock)
+    assert by_task.history[-1].action == "slow_down"
+    assert by_task.summary()["task_p95_ms"] == {"read_txn": 10.0, "trial_balance": 160.0}
+
+
+def test_task_bounds_follow_the_reference_a_probe_moved() -> None:
+    src = Mix(100, heavy=5, slow=95)  # light requests at 12 ms: over a 10 ms task's bound of 10.5 ms
+    th = make(src, Clock(), task_p95_ms={"read_txn": 10.0, "trial_balance": 160.0})
+    assert th._evidence(4.0).over == 95
+    th.reference = 13.0  # as a probe that found idle v1 at 13 ms leaves it: every task's bound × 1.3
+    ev = th._evidence(4.0)
+    assert (ev.over, ev.over_comfort) == (0, 0)  # 12 < 10 × 1.3 × 1.025; 150 < 160 × 1.3 × 1.025
+
+
+def test_task_baselines_keep_tasks_with_enough_requests() -> None:
+    from runner.load.throttle import task_baselines
+
+    base = {"p95_ms": 4.5, "tasks": {"read_txn": {"requests": 500, "p95_ms": 1.2},
+                                     "trial_balance": {"requests": 35, "p95_ms": 222.7},
+                                     "rare": {"requests": 3, "p95_ms": 50.0},
+                                     "broken": {"requests": 100, "p95_ms": None}}}
+    assert task_baselines(base) == {"read_txn": 1.2, "trial_balance": 222.7}
+    assert task_baselines({"p95_ms": 4.5}) == {}
+
+
 def test_a_probe_that_stays_slow_moves_the_reference_not_the_reported_baseline() -> None:
     src, clock, pauses = Samples(), Clock(), []
     th = make(src, clock, pauses, probe_seconds=8.0)
