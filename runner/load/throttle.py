@@ -32,7 +32,7 @@ them with the bound, reference × (1 + max%):
   bound, task p95 × (reference / baseline) × (1 + max%), and "the bound" below means those. A mix whose overall p95
   sits at the border of a rare heavy request (measured on medium: a trial balance of 150-220 ms is 2.3 % of the
   requests, the others 1-6 ms) otherwise reads a window that happens to hold a few more of them as a breach (the
-  window's p95 jumped from 4.6 to 157 ms with the migration at rest) and crawls for nothing;
+  window's p95 read 157 ms against a 4.6 ms baseline with the migration at its floor) and crawls for nothing;
 - breach: more requests over the bound than a p95 within it allows (5 % of them), by a margin of `margin_z`
   standard deviations that the odd slow request of an undisturbed v1 rarely reaches. Multiplicative decrease at
   once: the chunk halved (cut in proportion when p95 is more than twice the bound; never under `min_chunk`), the
