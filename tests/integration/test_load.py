@@ -130,6 +130,12 @@ def test_load_during_a_run_in_another_process(db_dsn: str, small_org: str, tmp_p
     (auto-throttle), the load process measures the run's window and re-validates with the latency."""
     env = {k: v for k, v in os.environ.items() if k != "HERA_DSN"}
     out = tmp_path / "r"
+    # The wiring is under test, not the pacing: a loose bound keeps the throttled run from crawling when the other
+    # test worker makes this short baseline's v1 noisy (seen: 4 min instead of 24 s at the spec's 5 %).
+    spec = tmp_path / "phase7-loose-throttle.yaml"
+    spec.write_text(PHASE7.read_text().replace("max_v1_p95_degradation_pct: 5\n", "max_v1_p95_degradation_pct: 90\n")
+                    .replace("performance_impact_above_pct: 10\n", "performance_impact_above_pct: 100\n"))
+    assert spec.read_text() != PHASE7.read_text()
     base = [sys.executable, "-m", "runner", "--dsn", db_dsn]
     load = subprocess.Popen([*base, "load", "--during", "t-dur", "--duration", "2", "--warmup", "1", "--users", "3",
                              "--rate", "10", "--wait", "120", "--report-dir", str(out)],
@@ -140,7 +146,7 @@ def test_load_during_a_run_in_another_process(db_dsn: str, small_org: str, tmp_p
         while not shared.exists() and load.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)  # polling for the file the load process writes after its baseline
         assert shared.exists(), load.communicate(timeout=30)[0]
-        run = subprocess.run([*base, "run", str(PHASE7), "--run-id", "t-dur", "--report-dir", str(out), "--now",
+        run = subprocess.run([*base, "run", str(spec), "--run-id", "t-dur", "--report-dir", str(out), "--now",
                               "--no-progress"], capture_output=True, text=True, timeout=300, check=False, env=env)
         assert run.returncode in (0, 1), run.stdout + run.stderr
         assert "auto-throttle: live v1 load found" in run.stdout
