@@ -31,10 +31,11 @@ from runner.engine import new_run_id
 from runner.engine.outcome import RunResult
 from runner.errors import HarnessError
 from runner.load import stats
+from runner.load.evidence import TailSource, task_baselines
 from runner.load.generator import LoadGenerator, LoadSettings
 from runner.load.samples import Sample
 from runner.load.shared import LOAD_DIR, SHARED_BASELINE, read_throttle_summary
-from runner.load.throttle import LatencyThrottle, TailSource, task_baselines, throttle_settings
+from runner.load.throttle import LatencyThrottle, throttle_settings
 from runner.metrics import RunMetrics, serve_metrics
 from runner.notify import Notifier
 from runner.pipeline import RunOptions, RunOutcome

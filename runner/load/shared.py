@@ -18,8 +18,9 @@ from typing import Any
 
 from rich.console import Console
 
+from runner.load.evidence import TailSource
 from runner.load.samples import SampleTail
-from runner.load.throttle import Decision, LatencyThrottle, TailSource, throttle_settings
+from runner.load.throttle import Decision, LatencyThrottle, throttle_settings
 from runner.spec.model import Spec
 
 FRESH_SECONDS = 10.0

@@ -29,10 +29,8 @@ effect (since the last chunk begun under the previous pace ended; at most `windo
 them with the bound, reference × (1 + max%):
 
 - per task: given the baseline's p95 of each v1 task (`task_p95_ms`), each request is held to its own task's
-  bound, task p95 × (reference / baseline) × (1 + max%), and "the bound" below means those. A mix whose overall p95
-  sits at the border of a rare heavy request (measured on medium: a trial balance of 150-220 ms is 2.3 % of the
-  requests, the others 1-6 ms) otherwise reads a window that happens to hold a few more of them as a breach (the
-  window's p95 read 157 ms against a 4.6 ms baseline with the migration at its floor) and crawls for nothing;
+  bound, task p95 × (reference / baseline) × (1 + max%), and "the bound" below means those (why:
+  runner/load/evidence.py);
 - breach: more requests over the bound than a p95 within it allows (5 % of them), by a margin of `margin_z`
   standard deviations that the odd slow request of an undisturbed v1 rarely reaches. Multiplicative decrease at
   once: the chunk halved (cut in proportion when p95 is more than twice the bound; never under `min_chunk`), the
@@ -70,81 +68,22 @@ Thread-safe. The clock and the pause are injectable, so the controller is tested
 
 from __future__ import annotations
 
-import bisect
-import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from runner.engine.organization import MIN_CHUNK
-from runner.load.samples import SampleTail
-from runner.load.stats import percentile
+from runner.load import evidence
+from runner.load.evidence import Evidence, LatencySource, TaskSamples, breach
 from runner.metrics import ThrottleState
 from runner.spec.model import Spec
 
 START_CHUNK = MIN_CHUNK  # the engine's smallest chunk: where a cautious run starts
 START_DUTY = 0.25  # ... working a quarter of the time (a rest of three chunks' time after each)
-MIN_TASK_REQUESTS = 20  # baseline requests of a v1 task for a bound of its own (else the overall one applies)
-TAIL_SHARE = 0.05  # a p95 within the bound: at most this share of the requests over it
 SLOT_POLL_SECONDS = 0.05  # how often a worker waiting for a slot looks for a holder that is gone
 MAX_HISTORY = 2000  # recorded decisions kept; beyond, every other one of them is dropped (counts stay exact)
-
-
-class LatencySource(Protocol):
-    def recent_p95_ms(self, seconds: float) -> tuple[float | None, int]:
-        """(p95 in ms, number of requests) of the v1 requests that ended in the last `seconds`."""
-
-
-@runtime_checkable
-class LatencySamples(Protocol):
-    def recent_us(self, seconds: float) -> list[int]:
-        """Latencies (µs) of the v1 requests that ended in the last `seconds`."""
-
-
-@runtime_checkable
-class TaskSamples(Protocol):
-    def recent_tasks(self, seconds: float) -> list[tuple[str, int]]:
-        """(task, latency µs) of the v1 requests that ended in the last `seconds`."""
-
-
-class TailSource:
-    """LatencySource over the load generator's sample file (polled on every read)."""
-
-    def __init__(self, tail: SampleTail, clock: Callable[[], float] = time.time) -> None:
-        self.tail = tail
-        self.clock = clock
-
-    def recent_us(self, seconds: float) -> list[int]:
-        self.tail.poll()
-        return [s.latency_us for s in self.tail.since(self.clock() - seconds)]
-
-    def recent_tasks(self, seconds: float) -> list[tuple[str, int]]:
-        self.tail.poll()
-        return [(s.task, s.latency_us) for s in self.tail.since(self.clock() - seconds)]
-
-    def recent_p95_ms(self, seconds: float) -> tuple[float | None, int]:
-        lat = sorted(self.recent_us(seconds))
-        return _p95_ms(lat), len(lat)
-
-
-def _p95_ms(sorted_us: list[int]) -> float | None:
-    p95 = percentile(sorted_us, 95)
-    return None if p95 is None else p95 / 1000.0
-
-
-@dataclass(frozen=True)
-class Evidence:
-    p95_ms: float | None
-    requests: int
-    over: int  # requests over the bound
-    over_comfort: int = 0  # requests over half the bound (reference × (1 + max%/2))
-
-    @property
-    def comfortable(self) -> bool:
-        """A p95 within half the bound: at most TAIL_SHARE of the requests over it."""
-        return self.p95_ms is not None and self.over_comfort <= TAIL_SHARE * self.requests
 
 
 @dataclass(frozen=True)
@@ -175,19 +114,6 @@ def throttle_settings(spec: Spec, baseline_p95_ms: float, check_interval: float,
             "check_interval": check_interval, "window": max(4.0, min(2 * check_interval, 10.0)),
             "ceiling": int(spec.execution.batch_size), "min_chunk": START_CHUNK, "start_chunk": START_CHUNK,
             "start_slots": 1, "start_duty": START_DUTY, "max_pause": max_pause, "task_p95_ms": task_p95_ms}
-
-
-def task_baselines(baseline: dict[str, Any], min_requests: int = MIN_TASK_REQUESTS) -> dict[str, float]:
-    """p95 (ms) per v1 task of a baseline phase (stats.phase), for the tasks with enough requests to have one."""
-    tasks = baseline.get("tasks") or {}
-    return {name: float(t["p95_ms"]) for name, t in tasks.items()
-            if (t.get("requests") or 0) >= min_requests and (t.get("p95_ms") or 0) > 0}
-
-
-def breach(ev: Evidence, z: float) -> bool:
-    """More requests over the bound than a p95 within it allows (TAIL_SHARE), by `z` standard deviations."""
-    allowed = TAIL_SHARE * ev.requests
-    return ev.over > allowed + z * math.sqrt(allowed)
 
 
 class LatencyThrottle:
@@ -381,27 +307,12 @@ class LatencyThrottle:
     # --- the controller ------------------------------------------------------------------------------------
 
     def _evidence(self, seconds: float) -> Evidence:
+        """The last `seconds` of v1 requests against the bound and half of it (each against its own task's when
+        both the task baselines and the source's tasks are known)."""
         if self.task_p95 and isinstance(self.source, TaskSamples):
-            return self._task_evidence(self.source.recent_tasks(seconds))
-        if isinstance(self.source, LatencySamples):
-            lat = sorted(self.source.recent_us(seconds))
-            over = len(lat) - bisect.bisect_right(lat, self.limit_ms * 1000.0)
-            comfort = len(lat) - bisect.bisect_right(lat, self.comfort_ms * 1000.0)
-            return Evidence(_p95_ms(lat), len(lat), over, comfort)
-        p95, n = self.source.recent_p95_ms(seconds)  # a source of p95 only: over the bound means all of it is
-        return Evidence(p95, n, n if p95 is not None and p95 > self.limit_ms else 0,
-                        n if p95 is None or p95 >= self.comfort_ms else 0)
-
-    def _task_evidence(self, requests: list[tuple[str, int]]) -> Evidence:
-        """Each request against its own task's bound: task p95 × (reference / baseline) × (1 + max%)."""
-        scale = self.reference / self.baseline * 1000.0
-        high, low = 1 + self.max_pct / 100.0, 1 + self.max_pct / 200.0
-        over = comfort = 0
-        for task, us in requests:
-            base = self.task_p95.get(task, self.baseline) * scale
-            over += us > base * high
-            comfort += us > base * low
-        return Evidence(_p95_ms(sorted(us for _, us in requests)), len(requests), over, comfort)
+            return evidence.per_task(self.source.recent_tasks(seconds), self.task_p95, self.baseline,
+                                     self.reference / self.baseline, self.max_pct)
+        return evidence.overall(self.source, seconds, self.limit_ms, self.comfort_ms)
 
     def _decide(self, now: float) -> None:
         if not self._deciding.acquire(blocking=False):

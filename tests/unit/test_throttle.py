@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from runner.load import stats
+from runner.load.evidence import Evidence, TailSource, breach, task_baselines
 from runner.load.samples import CONTENTION, Sample, SampleTail, SampleWriter, classify
 from runner.load.shared import SharedThrottle
-from runner.load.throttle import Evidence, LatencyThrottle, TailSource, breach
+from runner.load.throttle import LatencyThrottle
 
 LIMIT_US = 10_500  # the bound of a 10 ms baseline + 5 %
 
@@ -459,8 +460,6 @@ def test_task_bounds_follow_the_reference_a_probe_moved() -> None:
 
 
 def test_task_baselines_keep_tasks_with_enough_requests() -> None:
-    from runner.load.throttle import task_baselines
-
     base = {"p95_ms": 4.5, "tasks": {"read_txn": {"requests": 500, "p95_ms": 1.2},
                                      "trial_balance": {"requests": 35, "p95_ms": 222.7},
                                      "rare": {"requests": 3, "p95_ms": 50.0},
